@@ -1,0 +1,5 @@
+import sys
+
+from metajax.cli import main
+
+sys.exit(main())

@@ -1,0 +1,93 @@
+"""Command line: `metajax train ALGO ...` and `metajax eval DIR ...`. Parses flags, nothing else."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from metajax.config import DATASETS
+from metajax.learners import LEARNERS
+
+
+def _parser() -> argparse.ArgumentParser:
+    algos = ", ".join(LEARNERS)
+    parser = argparse.ArgumentParser(
+        prog="metajax",
+        description=f"Meta-learning in JAX. Algorithms: {algos}. Datasets: {', '.join(DATASETS)}.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help=f"meta-train and test a learner ({algos})",
+                       description=f"Meta-train ALGO, then evaluate it on the test split. "
+                                   f"Algorithms: {algos}.")
+    t.add_argument("algo", choices=list(LEARNERS), metavar="ALGO", help=f"one of: {algos}")
+    t.add_argument("--dataset", choices=list(DATASETS), help=f"one of: {', '.join(DATASETS)}")
+    t.add_argument("--ways", type=int, help="N of the test episodes (default 5)")
+    t.add_argument("--shots", type=int, help="K of the test episodes (default 1)")
+    t.add_argument("--out", required=True, help="run directory for checkpoints and results")
+    t.add_argument("--split", choices=["maml", "vinyals", "lake"], help="class split")
+    t.add_argument("--split-seed", type=int, help="seed of the MAML split (default 1)")
+    t.add_argument("--steps", type=int, help="meta-training steps")
+    t.add_argument("--seed", type=int, help="seed of initialisation and training tasks")
+    t.add_argument("--data-dir", help="folder holding omniglot/ (default $METAJAX_DATA_DIR)")
+    t.add_argument("--resume", action="store_true", help="continue from the latest checkpoint")
+    t.add_argument("--full-protocol", action="store_true", help="the paper's settings (for a GPU)")
+    t.add_argument("--train-ways", type=int, help="N of training episodes (default per algorithm)")
+    t.add_argument("--train-shots", type=int, help="K of training episodes (default: --shots)")
+    t.add_argument("--queries", type=int, help="query examples per class in training episodes")
+    t.add_argument("--test-queries", type=int, help="query examples per class in test episodes")
+    t.add_argument("--meta-batch", type=int, help="tasks per meta-step")
+    t.add_argument("--lr", type=float, help="outer learning rate")
+    t.add_argument("--lr-decay-every", type=int, help="halve the learning rate every N steps")
+    t.add_argument("--image-size", type=int, help="image side in pixels (default 28)")
+    t.add_argument("--width", type=int, help="filters per conv layer (default 64)")
+    t.add_argument("--eval-episodes", type=int, help="test episodes (default 1000)")
+    t.add_argument("--val-every", type=int, help="steps between validations (0: none)")
+    t.add_argument("--val-episodes", type=int, help="validation episodes")
+    t.add_argument("--checkpoint-every", type=int, help="steps between checkpoints")
+    t.add_argument("--log-every", type=int, help="steps between metric lines")
+    t.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+    e = sub.add_parser("eval", help="evaluate a trained run, also at other ways/shots")
+    e.add_argument("run_dir", metavar="DIR")
+    e.add_argument("--ways", type=int)
+    e.add_argument("--shots", type=int)
+    e.add_argument("--episodes", type=int)
+    e.add_argument("--queries", type=int, help="query examples per class")
+    e.add_argument("--seed", type=int, help="seed of the test episodes (default: the run's)")
+    e.add_argument("--no-progress", action="store_true")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    # Imported here so that `metajax --help` answers without starting JAX.
+    from metajax.config import make_config
+    from metajax.data.download import DataError
+    from metajax.experiment import evaluate_run, train_and_evaluate
+    from metajax.training.trainer import CheckpointExists, TrainingDiverged
+
+    try:
+        if args.command == "train":
+            skip = {"command", "algo", "out", "resume", "full_protocol", "no_progress"}
+            overrides = {k: v for k, v in vars(args).items() if k not in skip}
+            config = make_config(args.algo, args.full_protocol, **overrides)
+            s = train_and_evaluate(config, args.out, resume=args.resume,
+                                   progress=not args.no_progress)
+            print(f"{s['algo']} {s['dataset']} {s['ways']}-way {s['shots']}-shot, "
+                  f"{s['episodes']} test episodes, ci95 {s['ci95']:.4f}, "
+                  f"{s['wall_time_s']:.0f}s, summary in {args.out}/summary.json, "
+                  f"accuracy {s['accuracy']:.4f}")
+        else:
+            r = evaluate_run(args.run_dir, args.ways, args.shots, args.episodes, args.queries,
+                             args.seed, progress=not args.no_progress)
+            print(f"{r['algo']} {r['dataset']} {r['ways']}-way {r['shots']}-shot, "
+                  f"{r['episodes']} episodes, ci95 {r['ci95']:.4f}, accuracy {r['accuracy']:.4f}")
+    except (DataError, ValueError, FileNotFoundError, CheckpointExists, TrainingDiverged) as e:
+        print(f"metajax: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,80 @@
+"""One frozen configuration per experiment; per-algorithm defaults sized for a 2-core CPU, and the
+papers' settings behind `full_protocol=True`."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+DATASETS = ("omniglot",)
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything that defines a run; written to `config.json` and `summary.json`.
+
+    `ways`/`shots` are the test setting. Training episodes use `train_ways`/`train_shots` (0 means
+    the same as the test setting) with `queries` query examples per class; test episodes use
+    `test_queries`.
+    """
+
+    algo: str
+    dataset: str = "omniglot"
+    ways: int = 5
+    shots: int = 1
+    train_ways: int = 0
+    train_shots: int = 0
+    queries: int = 5
+    test_queries: int = 15
+    split: str = "vinyals"
+    split_seed: int = 1
+    image_size: int = 28
+    width: int = 64
+    steps: int = 2000
+    meta_batch: int = 1
+    lr: float = 1e-3
+    lr_decay_every: int = 0
+    lr_decay: float = 0.5
+    seed: int = 0
+    eval_episodes: int = 1000
+    eval_seed: int = 12345
+    val_every: int = 500
+    val_episodes: int = 200
+    checkpoint_every: int = 500
+    log_every: int = 50
+    data_dir: str | None = None
+    full_protocol: bool = False
+
+    @property
+    def train_ways_(self) -> int:
+        return self.train_ways or self.ways
+
+    @property
+    def train_shots_(self) -> int:
+        return self.train_shots or self.shots
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+# Per-algorithm defaults: (CPU-sized, full paper protocol). Only fields that differ from Config.
+ALGO_DEFAULTS: dict[str, tuple[dict, dict]] = {
+    "protonet": (
+        # 30-way training episodes (paper: 60) and a shorter schedule fit a 20-minute CPU budget.
+        dict(train_ways=30, queries=5, steps=4000, lr_decay_every=1500, split="vinyals"),
+        # Snell et al.: 60-way training, 5 queries, Adam 1e-3 halved every 2000 episodes.
+        dict(train_ways=60, queries=5, steps=20000, lr_decay_every=2000, split="vinyals"),
+    ),
+}
+
+
+def make_config(algo: str, full_protocol: bool = False, **overrides) -> Config:
+    """Config for `algo`: base defaults, then the algorithm's defaults, then explicit overrides
+    (`None` values are ignored, so unset command-line flags keep the defaults)."""
+    if algo not in ALGO_DEFAULTS:
+        raise ValueError(f"unknown algorithm {algo!r}; choose one of {', '.join(ALGO_DEFAULTS)}")
+    fields = dict(ALGO_DEFAULTS[algo][1 if full_protocol else 0])
+    fields.update({k: v for k, v in overrides.items() if v is not None})
+    if fields.get("dataset", "omniglot") not in DATASETS:
+        raise ValueError(f"unknown dataset {fields['dataset']!r}; choose one of {', '.join(DATASETS)}")
+    return Config(algo=algo, full_protocol=full_protocol, **fields)

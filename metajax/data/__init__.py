@@ -1,0 +1,10 @@
+"""Datasets and on-device task samplers."""
+
+from metajax.data.download import DataError
+from metajax.data.episodes import episode_sampler, sample_episode
+from metajax.data.omniglot import ClassSet, Omniglot, Split, load_omniglot, make_split
+
+__all__ = [
+    "ClassSet", "DataError", "Omniglot", "Split", "episode_sampler", "load_omniglot", "make_split",
+    "sample_episode",
+]

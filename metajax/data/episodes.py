@@ -1,0 +1,81 @@
+"""N-way K-shot episodes sampled on the device from class arrays held in device memory.
+
+`images` is `[classes, drawings, H, W, C]` (uint8 or float). `sample_episode` is a pure function of a
+PRNG key, so `jax.vmap` over keys gives a meta-batch and the whole thing lives inside a jitted step.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from metajax.types import Array, PRNGKey, Task
+
+
+def check_episode_shape(images_shape: tuple[int, ...], ways: int, shots: int, queries: int,
+                        where: str = "the split") -> None:
+    """Raises ValueError with a clear message when the episode cannot be drawn from the arrays."""
+    if len(images_shape) < 3:
+        raise ValueError(f"images must be [classes, drawings, ...], got shape {images_shape}")
+    classes, drawings = images_shape[:2]
+    if ways < 1 or shots < 1 or queries < 0:
+        raise ValueError(f"need ways >= 1, shots >= 1, queries >= 0; got {ways}, {shots}, {queries}")
+    if ways > classes:
+        raise ValueError(f"ways={ways} but {where} has only {classes} classes")
+    if shots + queries > drawings:
+        raise ValueError(
+            f"shots + queries = {shots} + {queries} = {shots + queries} but {where} has only "
+            f"{drawings} drawings per class"
+        )
+
+
+def to_float(x: Array) -> Array:
+    """uint8 pixels -> float32 in [0, 1]; float inputs are passed through."""
+    if jnp.issubdtype(x.dtype, jnp.integer):
+        return x.astype(jnp.float32) / 255.0
+    return x
+
+
+def sample_episode(key: PRNGKey, images: Array, ways: int, shots: int, queries: int) -> Task:
+    """Draws one N-way K-shot episode.
+
+    Classes are distinct and drawn uniformly; label i goes to the i-th drawn class, so labels are
+    0..N-1 in random order with respect to the class index. Within a class, support and query
+    drawings are disjoint. Support and query sets are ordered by label (class-major).
+
+    Args:
+      key: PRNG key.
+      images: `[classes, drawings, H, W, C]` arrays in device memory.
+      ways, shots, queries: N, K and the number of query examples per class.
+
+    Returns:
+      A `Task` with `support_x [N*K, H, W, C]`, `support_y [N*K]`, `query_x [N*Q, H, W, C]`,
+      `query_y [N*Q]` (float32 inputs in [0, 1], int32 labels) and `num_classes=N`.
+    """
+    images = jnp.asarray(images)
+    check_episode_shape(images.shape, ways, shots, queries)
+    n_classes, n_drawings = images.shape[:2]
+    k_classes, k_drawings = jax.random.split(key)
+    classes = jax.random.choice(k_classes, n_classes, (ways,), replace=False)
+    picks = jax.vmap(lambda k: jax.random.permutation(k, n_drawings)[: shots + queries])(
+        jax.random.split(k_drawings, ways)
+    )
+    x = to_float(images[classes[:, None], picks])  # [N, K+Q, H, W, C]
+    labels = jnp.broadcast_to(jnp.arange(ways, dtype=jnp.int32)[:, None], (ways, shots + queries))
+    feature_shape = images.shape[2:]
+    return Task(
+        support_x=x[:, :shots].reshape((ways * shots, *feature_shape)),
+        support_y=labels[:, :shots].reshape(-1),
+        query_x=x[:, shots:].reshape((ways * queries, *feature_shape)),
+        query_y=labels[:, shots:].reshape(-1),
+        num_classes=ways,
+    )
+
+
+def episode_sampler(ways: int, shots: int, queries: int):
+    """Returns `sample(key, images) -> Task` for the trainer and the evaluator."""
+
+    def sample(key: PRNGKey, images: Array) -> Task:
+        return sample_episode(key, images, ways, shots, queries)
+
+    return sample

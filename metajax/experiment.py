@@ -1,0 +1,193 @@
+"""Train-then-evaluate, as the CLI runs it: config -> data on device -> learner -> trainer -> results.
+
+`train_and_evaluate` writes to the run directory: `config.json`, `checkpoints/`, `metrics.jsonl` and
+`summary.json`; `evaluate_run` re-scores a finished run (also at other ways/shots) into `eval.json`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jax
+import optax
+
+from metajax.config import Config, make_config
+from metajax.data.episodes import check_episode_shape, episode_sampler
+from metajax.data.omniglot import load_omniglot, make_split
+from metajax.learners import build_learner
+from metajax.training.evaluation import evaluate
+from metajax.training.trainer import init_state, restore_state, train
+from metajax.types import SampleFn
+
+
+@dataclass(frozen=True)
+class TaskSource:
+    """Where one phase's tasks come from: the on-device sampler and the arrays it reads."""
+
+    sample: SampleFn
+    data: Any
+    name: str
+
+
+def _omniglot_parts(config: Config):
+    omniglot = load_omniglot(config.image_size, data_dir=config.data_dir, verbose=True)
+    split = make_split(omniglot, config.split, seed=config.split_seed, data_dir=config.data_dir)
+    return split, split.info
+
+
+def task_sources(config: Config, ways: int | None = None, shots: int | None = None,
+                 test_queries: int | None = None) -> tuple[dict[str, TaskSource], dict]:
+    """Samplers and device arrays for `train`, `val` (if the split has one) and `test`.
+
+    Raises ValueError for impossible episodes (for example more ways than the split has classes)
+    before anything is compiled.
+    """
+    ways, shots = ways or config.ways, shots or config.shots
+    test_queries = test_queries or config.test_queries
+    if config.dataset != "omniglot":
+        raise ValueError(f"unknown dataset {config.dataset!r}")
+    split, info = _omniglot_parts(config)
+    settings = {
+        "train": (split.train, config.train_ways_, config.train_shots_, config.queries),
+        "val": (split.val, ways, shots, test_queries),
+        "test": (split.test, ways, shots, test_queries),
+    }
+    sources = {}
+    for part, (classes, n, k, q) in settings.items():
+        if classes is None:
+            continue
+        check_episode_shape(classes.images.shape, n, k, q, where=f"split {config.split!r} {part}")
+        sources[part] = TaskSource(episode_sampler(n, k, q), jax.device_put(classes.images), part)
+    return sources, info
+
+
+def make_optimizer(config: Config) -> optax.GradientTransformation:
+    """Adam on the meta-parameters, with an optional staircase decay of the learning rate."""
+    lr = config.lr
+    if config.lr_decay_every:
+        lr = optax.exponential_decay(config.lr, config.lr_decay_every, config.lr_decay,
+                                     staircase=True)
+    return optax.adam(lr)
+
+
+def machine_info() -> dict:
+    cpu = platform.processor()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "cpu": cpu,
+        "cpu_count": os.cpu_count(),
+        "devices": [str(d) for d in jax.devices()],
+        "jax": jax.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def _example_task(source: TaskSource):
+    return source.sample(jax.random.PRNGKey(0), source.data)
+
+
+def train_and_evaluate(config: Config, out_dir: str | Path, resume: bool = False,
+                       devices=None, progress: bool = True) -> dict:
+    """Meta-trains `config.algo`, evaluates it on the test split and writes `summary.json`."""
+    start = time.time()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    config_path = out_dir / "config.json"
+    if resume and config_path.exists():
+        saved = json.loads(config_path.read_text())
+        if saved != config.to_dict():
+            changed = sorted(k for k in saved if saved[k] != config.to_dict().get(k))
+            raise ValueError(f"--resume with a different configuration (changed: {changed}); "
+                             f"use the same flags as the original run")
+    config_path.write_text(json.dumps(config.to_dict(), indent=2))
+    sources, split_info = task_sources(config)
+    learner = build_learner(config)
+    optimizer = make_optimizer(config)
+
+    validate = None
+    if "val" in sources and config.val_every:
+        val = sources["val"]
+
+        def validate(params):
+            return evaluate(learner, params, val.sample, val.data, config.val_episodes, seed=0,
+                            devices=devices)
+
+    train_src = sources["train"]
+    state, stats = train(
+        learner, optimizer, train_src.sample, train_src.data,
+        steps=config.steps, meta_batch=config.meta_batch, seed=config.seed, out_dir=out_dir,
+        example_task=_example_task(train_src), validate=validate, val_every=config.val_every,
+        checkpoint_every=config.checkpoint_every, log_every=config.log_every, resume=resume,
+        devices=devices, progress=progress,
+    )
+    test = sources["test"]
+    result = evaluate(learner, state.params, test.sample, test.data, config.eval_episodes,
+                      seed=config.eval_seed, progress=progress, desc="test", devices=devices)
+    summary = {
+        "algo": config.algo,
+        "dataset": config.dataset,
+        "ways": config.ways,
+        "shots": config.shots,
+        "steps": config.steps,
+        "seed": config.seed,
+        **result,
+        "wall_time_s": time.time() - start,
+        **stats,
+        "split": split_info,
+        "config": config.to_dict(),
+        "machine": machine_info(),
+    }
+    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def load_config(out_dir: str | Path) -> Config:
+    path = Path(out_dir) / "config.json"
+    if not path.exists():
+        raise FileNotFoundError(f"{path} not found: is {out_dir} a run directory of `metajax train`?")
+    fields = json.loads(path.read_text())
+    return make_config(fields.pop("algo"), fields.pop("full_protocol"), **fields)
+
+
+def load_params(out_dir: str | Path, config: Config | None = None):
+    """The meta-parameters of the latest checkpoint of a run."""
+    config = config or load_config(out_dir)
+    sources, _ = task_sources(config)
+    learner = build_learner(config)
+    abstract = jax.eval_shape(
+        lambda: init_state(learner, make_optimizer(config), jax.random.PRNGKey(0),
+                           _example_task(sources["train"]))
+    )
+    return restore_state(out_dir, abstract).params
+
+
+def evaluate_run(out_dir: str | Path, ways: int | None = None, shots: int | None = None,
+                 episodes: int | None = None, queries: int | None = None, seed: int | None = None,
+                 progress: bool = True) -> dict:
+    """Evaluates a trained run on its test split, at its own or other ways/shots; writes eval.json."""
+    config = load_config(out_dir)
+    ways, shots = ways or config.ways, shots or config.shots
+    params = load_params(out_dir, config)
+    sources, split_info = task_sources(config, ways, shots, queries)
+    learner = build_learner(config, ways, shots)
+    test = sources["test"]
+    episodes = episodes or config.eval_episodes
+    result = evaluate(learner, params, test.sample, test.data, episodes,
+                      seed=config.eval_seed if seed is None else seed, progress=progress)
+    out = {"algo": config.algo, "dataset": config.dataset, "ways": ways, "shots": shots,
+           "queries": queries or config.test_queries, **result, "split": split_info}
+    (Path(out_dir) / "eval.json").write_text(json.dumps(out, indent=2))
+    return out
+

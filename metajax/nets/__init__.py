@@ -1,0 +1,7 @@
+"""Flax networks used by the learners."""
+
+from metajax.nets.conv4 import Conv4
+from metajax.nets.layers import BatchNorm, max_pool_2x2
+from metajax.nets.mlp import MLP
+
+__all__ = ["BatchNorm", "Conv4", "MLP", "max_pool_2x2"]

@@ -1,0 +1,19 @@
+"""Meta-training loop, evaluation and device sharding."""
+
+from metajax.training.evaluation import confidence_interval, evaluate
+from metajax.training.trainer import (
+    CheckpointExists,
+    TrainingDiverged,
+    TrainState,
+    init_state,
+    make_train_step,
+    meta_batch_loss,
+    meta_gradient,
+    restore_state,
+    train,
+)
+
+__all__ = [
+    "CheckpointExists", "TrainState", "TrainingDiverged", "confidence_interval", "evaluate",
+    "init_state", "make_train_step", "meta_batch_loss", "meta_gradient", "restore_state", "train",
+]

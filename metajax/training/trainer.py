@@ -1,0 +1,228 @@
+"""The generic meta-trainer: one jitted step samples a meta-batch on the device, vmaps the learner
+over its tasks, and applies an optax update. Checkpoints (orbax), JSON-lines metrics, a progress bar,
+periodic validation and a NaN guard wrap it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import orbax.checkpoint as ocp
+from flax import struct
+from tqdm import tqdm
+
+from metajax.training.sharding import (
+    check_divisible,
+    replicated,
+    task_mesh,
+    task_sharding,
+)
+from metajax.types import Learner, Metrics, Params, SampleFn, Task
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+class CheckpointExists(RuntimeError):
+    """The output directory already holds checkpoints and `resume` was not asked for."""
+
+
+@struct.dataclass
+class TrainState:
+    step: jax.Array
+    params: Params
+    opt_state: optax.OptState
+
+
+def init_state(learner: Learner, optimizer: optax.GradientTransformation, key: jax.Array,
+               example_task: Task) -> TrainState:
+    """Meta-parameters from `learner.init` and a fresh optimiser state, at step 0."""
+    params = learner.init(key, example_task)
+    return TrainState(jnp.zeros((), jnp.int32), params, optimizer.init(params))
+
+
+def meta_batch_loss(learner: Learner, params: Params, tasks: Task, keys: jax.Array):
+    """Mean outer loss and mean metrics of `learner` over a batch of tasks (vmapped)."""
+    losses, metrics = jax.vmap(learner.loss, in_axes=(None, 0, 0))(params, tasks, keys)
+    return losses.mean(), jax.tree.map(jnp.mean, metrics)
+
+
+def meta_gradient(learner: Learner, params: Params, tasks: Task, keys: jax.Array):
+    """The meta-batch's update direction: grad of the mean loss, or the mean of `learner.meta_grad`."""
+    if learner.meta_grad is None:
+        grad_fn = jax.grad(lambda p: meta_batch_loss(learner, p, tasks, keys), has_aux=True)
+        return grad_fn(params)
+    grads, metrics = jax.vmap(learner.meta_grad, in_axes=(None, 0, 0))(params, tasks, keys)
+    return jax.tree.map(lambda g: g.mean(axis=0), grads), jax.tree.map(jnp.mean, metrics)
+
+
+def make_train_step(learner: Learner, optimizer: optax.GradientTransformation, sample: SampleFn,
+                    meta_batch: int, seed: int, mesh=None):
+    """Builds the jitted `step(state, data) -> (state, metrics)`.
+
+    The step's randomness is `fold_in(PRNGKey(seed), state.step)`, so a run resumed from a checkpoint
+    draws the same tasks as an uninterrupted one. Tasks are sharded over the mesh's devices.
+    """
+    mesh = mesh or task_mesh()
+    check_divisible(meta_batch, mesh)
+    tasks_sharded, rep = task_sharding(mesh), replicated(mesh)
+    base_key = jax.random.PRNGKey(seed)
+
+    def step(state: TrainState, data: Any) -> tuple[TrainState, Metrics]:
+        key = jax.random.fold_in(base_key, state.step)
+        k_tasks, k_loss = jax.random.split(key)
+        tasks = jax.vmap(sample, in_axes=(0, None))(jax.random.split(k_tasks, meta_batch), data)
+        tasks = jax.lax.with_sharding_constraint(tasks, tasks_sharded)
+        keys = jax.lax.with_sharding_constraint(jax.random.split(k_loss, meta_batch), tasks_sharded)
+        grads, metrics = meta_gradient(learner, state.params, tasks, keys)
+        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        return TrainState(state.step + 1, params, opt_state), metrics
+
+    return jax.jit(step, out_shardings=(rep, rep), donate_argnums=0)
+
+
+def _checkpoint_manager(out_dir: Path, keep: int = 2) -> ocp.CheckpointManager:
+    options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True)
+    return ocp.CheckpointManager((out_dir / "checkpoints").absolute(), options=options)
+
+
+def restore_state(out_dir: Path, abstract: TrainState, step: int | None = None) -> TrainState:
+    """Restores the latest (or a given) checkpoint of a run into the structure of `abstract`."""
+    manager = _checkpoint_manager(Path(out_dir))
+    step = manager.latest_step() if step is None else step
+    if step is None:
+        raise FileNotFoundError(f"no checkpoint in {Path(out_dir) / 'checkpoints'}")
+    target = jax.tree.map(ocp.utils.to_shape_dtype_struct, abstract)
+    state = manager.restore(step, args=ocp.args.StandardRestore(target))
+    manager.close()
+    return state
+
+
+def _trim_metrics(path: Path, last_step: int) -> None:
+    """Drops metric lines written after the checkpoint we resume from (a killed run's tail)."""
+    if not path.exists():
+        return
+    kept = [line for line in path.read_text().splitlines()
+            if line.strip() and json.loads(line).get("step", 0) <= last_step]
+    path.write_text("".join(line + "\n" for line in kept))
+
+
+def train(learner: Learner, optimizer: optax.GradientTransformation, sample: SampleFn, data: Any,
+          *, steps: int, meta_batch: int, seed: int, out_dir: str | Path, example_task: Task,
+          validate: Callable[[Params], dict] | None = None, val_every: int = 0,
+          checkpoint_every: int = 500, log_every: int = 50, resume: bool = False,
+          devices=None, progress: bool = True) -> tuple[TrainState, dict]:
+    """Meta-trains `learner` for `steps` steps and returns the final state and run statistics.
+
+    Args:
+      learner: the learner's pure functions.
+      optimizer: optax outer optimiser.
+      sample: `sample(key, data) -> Task`, run on the device inside the step.
+      data: arrays the sampler reads (placed in device memory, replicated).
+      steps, meta_batch, seed: length, tasks per step, and the seed of initialisation and tasks.
+      out_dir: run directory: `checkpoints/`, `metrics.jsonl`.
+      example_task: a task (unbatched) to initialise parameters from.
+      validate: optional `validate(params) -> metrics`, run every `val_every` steps.
+      checkpoint_every: steps between checkpoints (the last step is always saved).
+      resume: continue from the latest checkpoint in `out_dir`; without it an existing checkpoint
+        is an error rather than silently overwritten.
+      devices: devices to split the meta-batch over (default: all).
+
+    Raises:
+      TrainingDiverged: the loss became NaN/inf; the last good checkpoint stays on disk.
+      CheckpointExists: `out_dir` has checkpoints and `resume` is false.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    mesh = task_mesh(devices)
+    rep = replicated(mesh)
+    metrics_path = out_dir / "metrics.jsonl"
+    manager = _checkpoint_manager(out_dir)
+    state = init_state(learner, optimizer, jax.random.PRNGKey(seed), example_task)
+    latest = manager.latest_step()
+    if latest is not None and not resume:
+        manager.close()
+        raise CheckpointExists(
+            f"{out_dir} already holds checkpoints (latest step {latest}); pass --resume to continue "
+            f"that run, or choose another --out"
+        )
+    if latest is not None:
+        target = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
+        state = manager.restore(latest, args=ocp.args.StandardRestore(target))
+        _trim_metrics(metrics_path, latest)
+    elif metrics_path.exists():
+        metrics_path.unlink()
+    state = jax.device_put(state, rep)
+    data = jax.device_put(data, rep)
+    step_fn = make_train_step(learner, optimizer, sample, meta_batch, seed, mesh)
+
+    start_step = int(state.step)
+    last_saved = latest
+    sums: dict[str, float] = {}
+    count = 0
+    timed_steps, timed_seconds, compile_s = 0, 0.0, None
+    wall_start = time.time()
+    bar = tqdm(total=steps, initial=start_step, desc="meta-train", disable=not progress,
+               dynamic_ncols=True)
+    with open(metrics_path, "a") as log:
+        for step in range(start_step, steps):
+            t0 = time.perf_counter()
+            state, metrics = step_fn(state, data)
+            metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
+            dt = time.perf_counter() - t0
+            if compile_s is None:
+                compile_s = dt
+            else:
+                timed_steps, timed_seconds = timed_steps + 1, timed_seconds + dt
+            if not math.isfinite(metrics["loss"]):
+                manager.wait_until_finished()
+                manager.close()
+                bar.close()
+                where = (f"the last good checkpoint (step {last_saved}) is kept in "
+                         f"{out_dir / 'checkpoints'}" if last_saved is not None
+                         else "no checkpoint had been written yet")
+                raise TrainingDiverged(
+                    f"loss is {metrics['loss']} at step {step + 1}; training stopped and {where}. "
+                    f"Try a lower learning rate."
+                )
+            for k, v in metrics.items():
+                sums[k] = sums.get(k, 0.0) + v
+            count += 1
+            done = step + 1
+            if done % log_every == 0 or done == steps:
+                row = {"step": done, **{k: v / count for k, v in sums.items()},
+                       "time_s": round(time.time() - wall_start, 3)}
+                log.write(json.dumps(row) + "\n")
+                log.flush()
+                bar.set_postfix({k: f"{v:.4f}" for k, v in row.items() if k in ("loss", "accuracy")})
+                sums, count = {}, 0
+            if validate is not None and val_every and (done % val_every == 0 or done == steps):
+                val = validate(state.params)
+                log.write(json.dumps({"step": done, **{f"val_{k}": v for k, v in val.items()}})
+                          + "\n")
+                log.flush()
+            if done % checkpoint_every == 0 or done == steps:
+                manager.save(done, args=ocp.args.StandardSave(state))
+                last_saved = done
+            bar.update(1)
+    bar.close()
+    manager.wait_until_finished()
+    manager.close()
+    stats = {
+        "start_step": start_step,
+        "compile_s": compile_s,
+        "steps_per_s": timed_steps / timed_seconds if timed_seconds else None,
+        "train_wall_time_s": time.time() - wall_start,
+    }
+    return state, stats

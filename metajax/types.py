@@ -1,0 +1,79 @@
+"""Core types shared by every learner: a few-shot task and a learner's pure functions.
+
+A `Task` is one episode (support set and query set). Classification tasks carry integer labels and
+a static `num_classes`; regression tasks (sinusoid) carry real targets and `num_classes=0`. Batched
+tasks are the same type with a leading task axis on every array, so `jax.vmap` maps over them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple, Protocol
+
+import chex
+import jax
+from flax import struct
+
+Array = jax.Array
+PRNGKey = jax.Array
+Params = chex.ArrayTree
+Metrics = dict[str, Array]
+
+
+@struct.dataclass
+class Task:
+    """One few-shot episode: support set to adapt on, query set to score.
+
+    Attributes:
+      support_x: inputs of the support set, `[S, ...]`.
+      support_y: labels `[S]` (int) or targets `[S, d]` (float).
+      query_x: inputs of the query set, `[Q, ...]`.
+      query_y: labels `[Q]` or targets `[Q, d]`.
+      num_classes: classes in the task (N of N-way); 0 for regression. Static, not traced.
+    """
+
+    support_x: Array
+    support_y: Array
+    query_x: Array
+    query_y: Array
+    num_classes: int = struct.field(pytree_node=False, default=0)
+
+
+class InitFn(Protocol):
+    def __call__(self, key: PRNGKey, task: Task) -> Params: ...
+
+
+class LossFn(Protocol):
+    def __call__(self, params: Params, task: Task, key: PRNGKey) -> tuple[Array, Metrics]: ...
+
+
+class PredictFn(Protocol):
+    def __call__(self, params: Params, task: Task, key: PRNGKey) -> Array: ...
+
+
+class MetaGradFn(Protocol):
+    def __call__(self, params: Params, task: Task, key: PRNGKey) -> tuple[Params, Metrics]: ...
+
+
+class Learner(NamedTuple):
+    """A meta-learner as pure functions over a parameter pytree (optax style).
+
+    Attributes:
+      init: `init(key, task) -> params`, the meta-parameters.
+      loss: `loss(params, task, key) -> (scalar, metrics)`: the outer (query) loss after whatever
+        adaptation the learner does on the support set; `metrics` holds at least `loss` and, for
+        classification, `accuracy`. The trainer differentiates its mean over a meta-batch.
+      predict: `predict(params, task, key) -> outputs` for the query set (logits or regression values).
+      meta_grad: optional `meta_grad(params, task, key) -> (pseudo_grad, metrics)` for learners whose
+        outer update is not the gradient of `loss` (Reptile). The trainer averages it over the
+        meta-batch and hands it to the optax optimiser in place of a gradient.
+    """
+
+    init: InitFn
+    loss: LossFn
+    predict: PredictFn
+    meta_grad: MetaGradFn | None = None
+
+
+SampleFn = Callable[[PRNGKey, Any], Task]
+"""`sample(key, data) -> Task`: draws one task on the device from `data` (arrays in device memory)."""

@@ -1,0 +1,44 @@
+"""Shared test set-up: the data directory (../shared/data unless METAJAX_DATA_DIR is set) and a
+per-session decode cache, so Omniglot is decoded once per test run."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+os.environ.setdefault("METAJAX_DATA_DIR", str(REPO.parent / "shared" / "data"))
+DATA_DIR = Path(os.environ["METAJAX_DATA_DIR"])
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _session_cache(tmp_path_factory):
+    if "METAJAX_CACHE_DIR" not in os.environ:
+        os.environ["METAJAX_CACHE_DIR"] = str(tmp_path_factory.mktemp("metajax_cache"))
+    yield
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    zips = DATA_DIR / "omniglot" / "images_background.zip"
+    assert zips.exists(), f"test data missing: {zips} (set METAJAX_DATA_DIR)"
+    return DATA_DIR
+
+
+@pytest.fixture(scope="session")
+def omniglot28(data_dir, _session_cache):
+    from metajax.data import load_omniglot
+
+    return load_omniglot(28, data_dir=data_dir, download_missing=False)
+
+
+def coded_images(classes: int = 12, drawings: int = 20, size: int = 4) -> np.ndarray:
+    """Synthetic `[classes, drawings, size, size, 1]` uint8 arrays whose pixels encode
+    (class, drawing): pixel [0, 0] = class, pixel [0, 1] = drawing."""
+    x = np.zeros((classes, drawings, size, size, 1), np.uint8)
+    x[:, :, 0, 0, 0] = np.arange(classes)[:, None]
+    x[:, :, 0, 1, 0] = np.arange(drawings)[None, :]
+    return x
