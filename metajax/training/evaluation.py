@@ -58,7 +58,7 @@ def evaluate(learner: Learner, params: Params, sample: SampleFn, data: Any, epis
         k = jax.device_put(keys[start : start + chunk], task_sharding(mesh))
         parts.append(jax.device_get(fn(params, data, k)))
     metrics = {name: np.concatenate([p[name] for p in parts])[:episodes] for name in parts[0]}
-    out: dict = {"episodes": episodes, "seed": seed}
+    out: dict = {"episodes": episodes, "eval_seed": seed}
     for name, values in metrics.items():
         out[name] = float(np.mean(values))
         out[f"{name}_ci95"] = confidence_interval(values)

@@ -1,0 +1,65 @@
+"""The command line: help, clear errors, and a tiny train -> summary.json -> eval -> eval.json run."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from metajax.cli import main
+from metajax.learners import LEARNERS
+
+TINY = ["--width", "8", "--steps", "6", "--train-ways", "5", "--queries", "2",
+        "--test-queries", "3", "--eval-episodes", "20", "--val-every", "3", "--val-episodes", "8",
+        "--checkpoint-every", "3", "--log-every", "2", "--no-progress"]
+
+
+def test_help_lists_the_algorithms():
+    out = subprocess.run([sys.executable, "-m", "metajax", "--help"], capture_output=True,
+                         text=True, check=True).stdout
+    for algo in LEARNERS:
+        assert algo in out
+
+
+def test_unknown_algorithm_and_dataset_name_the_valid_ones(capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "nope", "--out", "x"])
+    assert "protonet" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["train", "protonet", "--dataset", "imagenet", "--out", "x"])
+    assert "omniglot" in capsys.readouterr().err
+
+
+def test_too_many_ways_is_a_clear_error(tmp_path, capsys):
+    code = main(["train", "protonet", "--out", str(tmp_path), "--ways", "5000", *TINY])
+    assert code == 2
+    assert "ways=5000 but split 'vinyals' val has only 688 classes" in capsys.readouterr().err
+
+
+def test_train_then_eval(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "protonet", "--out", str(out), "--ways", "5", "--shots", "1",
+                 "--seed", "7", *TINY]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    for key in ("algo", "dataset", "ways", "shots", "steps", "seed", "accuracy", "ci95",
+                "episodes", "wall_time_s", "config", "split"):
+        assert key in summary, key
+    assert summary["algo"] == "protonet" and summary["seed"] == 7 and summary["episodes"] == 20
+    assert summary["split"]["split"] == "vinyals" and summary["split"]["characters"]["test"] == 423
+    assert 0.0 <= summary["accuracy"] <= 1.0
+    lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [x["step"] for x in lines if "loss" in x] == [2, 4, 6]
+    assert [x["step"] for x in lines if "val_accuracy" in x] == [3, 6]
+    capsys.readouterr()
+
+    assert main(["eval", str(out), "--ways", "3", "--episodes", "12", "--no-progress"]) == 0
+    printed = capsys.readouterr().out.strip().splitlines()[-1]
+    result = json.loads((out / "eval.json").read_text())
+    assert result["ways"] == 3 and result["episodes"] == 12
+    assert printed.endswith(f"{result['accuracy']:.4f}")
+    assert set(result) >= {"accuracy", "ci95"}
+
+
+def test_eval_of_a_missing_run_is_a_clear_error(tmp_path, capsys):
+    assert main(["eval", str(tmp_path / "nothing")]) == 2
+    assert "config.json not found" in capsys.readouterr().err

@@ -1,0 +1,49 @@
+"""Prototypical Networks against their formulas, and above chance after a short real run."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from metajax.data.episodes import episode_sampler
+from metajax.learners.protonet import protonet, prototypes, squared_distances
+from metajax.nets import Conv4
+from metajax.training import evaluate, train
+
+
+def test_prototypes_and_distances_match_numpy():
+    rng = np.random.default_rng(0)
+    z = rng.normal(size=(6, 3)).astype(np.float32)
+    y = np.array([0, 1, 2, 1, 0, 2])
+    protos = np.stack([z[y == c].mean(0) for c in range(3)])
+    np.testing.assert_allclose(prototypes(jnp.asarray(z), jnp.asarray(y), 3), protos, rtol=1e-6)
+    q = rng.normal(size=(4, 3)).astype(np.float32)
+    d = ((q[:, None, :] - protos[None]) ** 2).sum(-1)
+    np.testing.assert_allclose(squared_distances(jnp.asarray(q), jnp.asarray(protos)), d,
+                               rtol=1e-5, atol=1e-5)
+
+
+def test_logits_are_negative_squared_distances(omniglot28):
+    images = jnp.asarray(omniglot28.images[:20, :, :, :, None])
+    task = episode_sampler(5, 2, 3)(jax.random.PRNGKey(0), images)
+    net = Conv4(width=8)
+    learner = protonet(net)
+    params = learner.init(jax.random.PRNGKey(1), task)
+    logits = learner.predict(params, task, None)
+    z = net.apply(params, jnp.concatenate([task.support_x, task.query_x]))
+    zs, zq = np.asarray(z[:10]), np.asarray(z[10:])
+    protos = np.stack([zs[np.asarray(task.support_y) == c].mean(0) for c in range(5)])
+    expected = -((zq[:, None] - protos[None]) ** 2).sum(-1)
+    np.testing.assert_allclose(logits, expected, rtol=1e-4, atol=1e-3)
+
+
+def test_protonet_learns_omniglot_well_above_chance(omniglot28, tmp_path):
+    train_chars = jnp.asarray(omniglot28.images[:300, :, :, :, None])  # background characters
+    test_chars = jnp.asarray(omniglot28.images[-200:, :, :, :, None])  # evaluation characters
+    learner = protonet(Conv4(width=16))
+    sample = episode_sampler(5, 1, 5)
+    example = sample(jax.random.PRNGKey(0), train_chars)
+    state, _ = train(learner, optax.adam(3e-3), sample, train_chars, steps=120, meta_batch=2,
+                     seed=0, out_dir=tmp_path, example_task=example, progress=False)
+    result = evaluate(learner, state.params, sample, test_chars, episodes=100, seed=1)
+    assert result["accuracy"] > 0.6, result  # chance is 0.2
