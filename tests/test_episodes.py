@@ -3,8 +3,8 @@
 import jax
 import numpy as np
 import pytest
-
 from conftest import coded_images
+
 from metajax.data.episodes import sample_episode
 
 

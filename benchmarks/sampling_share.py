@@ -1,0 +1,81 @@
+"""Share of a meta-training step spent sampling episodes on the device.
+
+Times the jitted train step (sampling + forward/backward + optax update) and the jitted sampler
+alone (the same meta-batch of episodes), for the default ProtoNets configuration and, for a
+lighter step, a 5-way one. Goal: sampling under 5% of the step.
+
+    python benchmarks/sampling_share.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import jax
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import write_results  # noqa: E402
+
+from metajax.config import make_config  # noqa: E402
+from metajax.experiment import machine_info, make_optimizer, task_sources  # noqa: E402
+from metajax.learners import build_learner  # noqa: E402
+from metajax.training.trainer import init_state, make_train_step  # noqa: E402
+
+
+def _median_time(fn, repeats: int) -> float:
+    jax.block_until_ready(fn(0))
+    times = []
+    for i in range(repeats):
+        t0 = time.perf_counter()
+        jax.block_until_ready(fn(i + 1))
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def measure(config, repeats: int) -> dict:
+    sources, _ = task_sources(config)
+    train = sources["train"]
+    learner, optimizer = build_learner(config), make_optimizer(config)
+    example = train.sample(jax.random.PRNGKey(0), train.data)
+    state = init_state(learner, optimizer, jax.random.PRNGKey(0), example)
+    step = make_train_step(learner, optimizer, train.sample, config.meta_batch, 0)
+    holder = {"state": state}
+
+    def run_step(_):
+        holder["state"], metrics = step(holder["state"], train.data)
+        return metrics
+
+    sample_batch = jax.jit(lambda key, data: jax.vmap(train.sample, in_axes=(0, None))(
+        jax.random.split(key, config.meta_batch), data))
+    step_s = _median_time(run_step, repeats)
+    sample_s = _median_time(lambda i: sample_batch(jax.random.PRNGKey(i), train.data), repeats * 5)
+    return {"train_ways": config.train_ways_, "shots": config.train_shots_,
+            "queries": config.queries, "meta_batch": config.meta_batch,
+            "step_s": step_s, "sample_s": sample_s, "share": sample_s / step_s}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--repeats", type=int, default=20)
+    args = p.parse_args()
+    configs = [make_config("protonet"), make_config("protonet", train_ways=5, meta_batch=4)]
+    rows = [measure(c, args.repeats) for c in configs]
+    lines = ["| episodes per step | step (ms) | sampling (ms) | sampling share | goal < 5% |",
+             "|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['meta_batch']} x {r['train_ways']}-way {r['shots']}-shot "
+                     f"{r['queries']}-query | {1e3 * r['step_s']:.1f} | {1e3 * r['sample_s']:.2f} | "
+                     f"{100 * r['share']:.2f}% | {'met' if r['share'] < 0.05 else 'NOT met'} |")
+    table = "\n".join(lines)
+    print(table)
+    path = write_results("sampling_share", {"machine": machine_info(), "results": rows}, table)
+    print(f"results written to {path}")
+
+
+if __name__ == "__main__":
+    main()
