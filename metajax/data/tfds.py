@@ -93,7 +93,7 @@ def load_omniglot_tfds(size: int = 28, data_dir=None, cache_dir=None,
             name = f"{alphabet_names[ex['alphabet']]}/character{ex['alphabet_char_id'] + 1:02d}"
             chars.setdefault(name, []).append(ex["image"])
             background[name] = is_background
-    names = sorted((n for n in chars if background[n])) + sorted(n for n in chars if not background[n])
+    names = sorted(n for n in chars if background[n]) + sorted(n for n in chars if not background[n])
     images = np.empty((len(names), DRAWINGS, size, size), np.uint8)
     for i, name in enumerate(names):
         if len(chars[name]) != DRAWINGS:
