@@ -1,4 +1,5 @@
-"""Command line: `metajax train ALGO ...` and `metajax eval DIR ...`. Parses flags, nothing else."""
+"""Command line: `metajax train ALGO ...`, `metajax eval DIR ...` and `metajax eval-runs DIR --runs
+PATH`. Parses flags, nothing else."""
 
 from __future__ import annotations
 
@@ -46,6 +47,11 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--val-episodes", type=int, help="validation episodes")
     t.add_argument("--checkpoint-every", type=int, help="steps between checkpoints")
     t.add_argument("--log-every", type=int, help="steps between metric lines")
+    t.add_argument("--pairs", type=int, help="siamese: same/different pairs per training step")
+    t.add_argument("--affine", action="store_true", default=None,
+                   help="siamese: Koch's random affine distortions of training pairs")
+    t.add_argument("--fce", action="store_true", default=None,
+                   help="matching: full context embeddings (LSTMs over support and queries)")
     t.add_argument("--no-progress", action="store_true", help="no progress bars")
 
     e = sub.add_parser("eval", help="evaluate a trained run, also at other ways/shots")
@@ -56,6 +62,15 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--queries", type=int, help="query examples per class")
     e.add_argument("--seed", type=int, help="seed of the test episodes (default: the run's)")
     e.add_argument("--no-progress", action="store_true")
+
+    r = sub.add_parser("eval-runs", help="score a trained run on the official 20-way one-shot runs",
+                       description="Classify the official 20-way within-alphabet one-shot runs "
+                                   "of Lake et al. (all_runs.zip from the Omniglot repository) "
+                                   "with a trained run; train it with --split lake.")
+    r.add_argument("run_dir", metavar="DIR")
+    r.add_argument("--runs", required=True, metavar="PATH",
+                   help="all_runs.zip or the folder it unpacks to")
+    r.add_argument("--seed", type=int, default=0, help="seed handed to predict (default 0)")
     return parser
 
 
@@ -64,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     # Imported here so that `metajax --help` answers without starting JAX.
     from metajax.config import make_config
     from metajax.data.download import DataError
-    from metajax.experiment import evaluate_run, train_and_evaluate
+    from metajax.experiment import evaluate_official_runs, evaluate_run, train_and_evaluate
     from metajax.training.trainer import CheckpointExists, TrainingDiverged
 
     try:
@@ -78,6 +93,16 @@ def main(argv: list[str] | None = None) -> int:
                   f"{s['episodes']} test episodes, ci95 {s['ci95']:.4f}, "
                   f"{s['wall_time_s']:.0f}s, summary in {args.out}/summary.json, "
                   f"accuracy {s['accuracy']:.4f}")
+        elif args.command == "eval-runs":
+            r = evaluate_official_runs(args.run_dir, args.runs, seed=args.seed)
+            for row in r["runs"]:
+                print(f"{row['run']} error {100 * row['error_rate']:.1f}% "
+                      f"({row['errors']}/{row['items']})")
+            if "warning" in r:
+                print(f"warning: {r['warning']}", file=sys.stderr)
+            print(f"{r['algo']} official one-shot runs, {len(r['runs'])} runs, error "
+                  f"{100 * r['error_rate']:.2f}%, results in {args.run_dir}/eval_runs.json, "
+                  f"accuracy {r['accuracy']:.4f}")
         else:
             r = evaluate_run(args.run_dir, args.ways, args.shots, args.episodes, args.queries,
                              args.seed, progress=not args.no_progress)

@@ -15,7 +15,8 @@ class Config:
 
     `ways`/`shots` are the test setting. Training episodes use `train_ways`/`train_shots` (0 means
     the same as the test setting) with `queries` query examples per class; test episodes use
-    `test_queries`.
+    `test_queries`. `pairs` (same/different pairs per training step) and `affine` (Koch's random
+    distortions) are for the Siamese network; `fce` (full context embeddings) for Matching networks.
     """
 
     algo: str
@@ -44,6 +45,9 @@ class Config:
     log_every: int = 50
     data_dir: str | None = None
     full_protocol: bool = False
+    pairs: int = 128
+    affine: bool = False
+    fce: bool = False
 
     @property
     def train_ways_(self) -> int:
@@ -61,9 +65,31 @@ class Config:
 ALGO_DEFAULTS: dict[str, tuple[dict, dict]] = {
     "protonet": (
         # 30-way training episodes (paper: 60) and a shorter schedule fit a 20-minute CPU budget.
-        dict(train_ways=30, queries=5, steps=3000, lr_decay_every=1000, split="vinyals"),
+        dict(train_ways=30, queries=5, steps=4000, lr_decay_every=1500, split="vinyals"),
         # Snell et al.: 60-way training, 5 queries, Adam 1e-3 halved every 2000 episodes.
         dict(train_ways=60, queries=5, steps=20000, lr_decay_every=2000, split="vinyals"),
+    ),
+    "siamese": (
+        # 28x28 twins (conv4 + dense sigmoid), balanced pairs from the Vinyals training classes.
+        dict(image_size=28, pairs=64, steps=4000, lr_decay_every=1500, split="vinyals"),
+        # Koch et al.: 105x105 images, the paper's twin, batches of 128 pairs with affine
+        # distortions. Their training classes are the background alphabets (lake split); they used
+        # SGD with momentum and per-layer rates, we use Adam.
+        dict(image_size=105, pairs=128, affine=True, steps=50000, lr=1e-4, lr_decay_every=10000,
+             split="lake", val_every=0),
+    ),
+    "relation": (
+        # 5-way training episodes with 10 queries per class; a short schedule for a 2-core CPU.
+        dict(train_ways=5, queries=10, steps=4000, lr_decay_every=1500, split="vinyals"),
+        # Sung et al.: 5-way episodes with 19 queries per class (20-way: 10), Adam 1e-3 halved
+        # every 100k episodes, 1M episodes.
+        dict(train_ways=5, queries=19, steps=1000000, lr_decay_every=100000, split="vinyals"),
+    ),
+    "matching": (
+        # 20-way training episodes, plain cosine attention (no FCE) for speed.
+        dict(train_ways=20, queries=5, steps=4000, lr_decay_every=1500, split="vinyals"),
+        # Vinyals et al.: full context embeddings; train N-way = test N-way; Adam.
+        dict(train_ways=0, queries=5, fce=True, steps=40000, lr_decay_every=10000, split="vinyals"),
     ),
 }
 

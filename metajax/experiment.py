@@ -20,7 +20,8 @@ import optax
 from metajax.config import Config, make_config
 from metajax.data.episodes import check_episode_shape, episode_sampler
 from metajax.data.omniglot import load_omniglot, make_split
-from metajax.learners import build_learner
+from metajax.data.runs import load_runs, score_runs
+from metajax.learners import TRAIN_SAMPLERS, build_learner
 from metajax.training.evaluation import evaluate
 from metajax.training.trainer import init_state, restore_state, train
 from metajax.types import SampleFn
@@ -62,8 +63,13 @@ def task_sources(config: Config, ways: int | None = None, shots: int | None = No
     for part, (classes, n, k, q) in settings.items():
         if classes is None:
             continue
-        check_episode_shape(classes.images.shape, n, k, q, where=f"split {config.split!r} {part}")
-        sources[part] = TaskSource(episode_sampler(n, k, q), jax.device_put(classes.images), part)
+        where = f"split {config.split!r} {part}"
+        if part == "train" and config.algo in TRAIN_SAMPLERS:  # e.g. Siamese pairs
+            sample = TRAIN_SAMPLERS[config.algo](config, classes.images.shape, where)
+        else:
+            check_episode_shape(classes.images.shape, n, k, q, where=where)
+            sample = episode_sampler(n, k, q)
+        sources[part] = TaskSource(sample, jax.device_put(classes.images), part)
     return sources, info
 
 
@@ -191,3 +197,24 @@ def evaluate_run(out_dir: str | Path, ways: int | None = None, shots: int | None
     (Path(out_dir) / "eval.json").write_text(json.dumps(out, indent=2))
     return out
 
+
+def evaluate_official_runs(out_dir: str | Path, runs_path: str | Path, seed: int = 0) -> dict:
+    """Scores a trained run on the official 20-way within-alphabet one-shot runs of Lake et al.
+
+    Any learner whose `predict` classifies a support set works. The protocol trains on the
+    background alphabets only (`--split lake`); with another split the training classes include
+    characters of the evaluation alphabets, and the result says so under `warning`. Writes
+    `DIR/eval_runs.json` with the per-run errors.
+    """
+    config = load_config(out_dir)
+    runs = load_runs(runs_path, config.image_size)
+    params = load_params(out_dir, config)
+    learner = build_learner(config, runs[0].task.num_classes, 1)
+    result = score_runs(learner, params, runs, seed=seed)
+    out = {"algo": config.algo, "runs_path": str(runs_path), "image_size": config.image_size,
+           "split": config.split, **result}
+    if config.split != "lake":
+        out["warning"] = (f"trained on split {config.split!r}, whose training classes include "
+                          f"evaluation-alphabet characters; the protocol trains with --split lake")
+    (Path(out_dir) / "eval_runs.json").write_text(json.dumps(out, indent=2))
+    return out

@@ -1,0 +1,110 @@
+"""Matching Networks (Vinyals et al. 2016).
+
+A query's prediction is an attention-weighted sum of the support labels: the attention is a softmax
+over the cosine similarities between the query's embedding and each support embedding. The loss is
+the negative log-probability of the true label. Full context embeddings (`fce=True`) re-embed the
+support set with a bidirectional LSTM, `g(x_i) = fwd_i + bwd_i + g'(x_i)`, and each query with an
+attention LSTM over that support set run for `fce_steps` steps, `h_k = LSTM([f'(x), r_{k-1}],
+(h_{k-1}, c_{k-1})) + f'(x)`, with `r_{k-1}` the softmax(h_{k-1} . g) read-out of the support.
+"""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from metajax.nets import Conv4
+from metajax.types import Array, Learner, Params, PRNGKey, Task
+
+EPS = 1e-8
+
+
+def cosine_similarities(query: Array, support: Array) -> Array:
+    """Cosine similarity of every query `[Q, D]` with every support example `[S, D]` -> `[Q, S]`."""
+    q = query / jnp.sqrt(jnp.sum(query * query, axis=-1, keepdims=True) + EPS)
+    s = support / jnp.sqrt(jnp.sum(support * support, axis=-1, keepdims=True) + EPS)
+    return q @ s.T
+
+
+def label_distribution(similarities: Array, support_y: Array, num_classes: int) -> Array:
+    """Attention over the support (softmax of similarities) summed per label -> `[Q, N]` probs."""
+    attention = jax.nn.softmax(similarities, axis=-1)
+    return attention @ jax.nn.one_hot(support_y, num_classes, dtype=attention.dtype)
+
+
+class SupportContext(nn.Module):
+    """`g`: bidirectional LSTM over the support embeddings, added to them (skip connection)."""
+
+    @nn.compact
+    def __call__(self, support: Array) -> Array:
+        d = support.shape[-1]
+        forward = nn.RNN(nn.OptimizedLSTMCell(d))(support[None])[0]
+        backward = nn.RNN(nn.OptimizedLSTMCell(d), reverse=True, keep_order=True)(support[None])[0]
+        return support + forward + backward
+
+
+class QueryContext(nn.Module):
+    """`f`: attention LSTM reading the (context-embedded) support set for `steps` steps."""
+
+    steps: int = 5
+
+    @nn.compact
+    def __call__(self, query: Array, support: Array) -> Array:
+        q, d = query.shape
+        cell = nn.OptimizedLSTMCell(d)
+        carry = (jnp.zeros((q, d), query.dtype), jnp.zeros((q, d), query.dtype))  # (c, h)
+        h = jnp.zeros((q, d), query.dtype)
+        for _ in range(self.steps):
+            readout = jax.nn.softmax(h @ support.T, axis=-1) @ support
+            carry, out = cell(carry, jnp.concatenate([query, readout], axis=-1))
+            h = out + query
+            carry = (carry[0], h)
+        return h
+
+
+class MatchingNet(nn.Module):
+    """Embedding (conv4 by default) and, with `fce`, the full context embeddings.
+
+    `__call__(support_x, query_x) -> (support [S, D], query [Q, D])` embeddings to compare."""
+
+    width: int = 64
+    fce: bool = False
+    fce_steps: int = 5
+
+    @nn.compact
+    def __call__(self, support_x: Array, query_x: Array) -> tuple[Array, Array]:
+        n_support = support_x.shape[0]
+        z = Conv4(width=self.width)(jnp.concatenate([support_x, query_x]))
+        support, query = z[:n_support], z[n_support:]
+        if self.fce:
+            support = SupportContext()(support)
+            query = QueryContext(self.fce_steps)(query, support)
+        return support, query
+
+
+def matching_net(net: MatchingNet) -> Learner:
+    """Matching Networks over `net` (for example `MatchingNet(fce=True)`).
+
+    Returns:
+      A `Learner`; `predict` gives log-probabilities `[Q, N]` of the label distribution; `loss` is
+      their negative log-likelihood (cross-entropy) on the query labels.
+    """
+
+    def init(key: PRNGKey, task: Task) -> Params:
+        return net.init(key, task.support_x, task.query_x)
+
+    def predict(params: Params, task: Task, key: PRNGKey | None = None) -> Array:
+        del key
+        support, query = net.apply(params, task.support_x, task.query_x)
+        probs = label_distribution(cosine_similarities(query, support), task.support_y,
+                                   task.num_classes)
+        return jnp.log(probs + EPS)
+
+    def loss(params: Params, task: Task, key: PRNGKey | None = None):
+        log_probs = predict(params, task, key)
+        value = -jnp.mean(jnp.take_along_axis(log_probs, task.query_y[:, None], axis=-1))
+        accuracy = jnp.mean(jnp.argmax(log_probs, axis=-1) == task.query_y)
+        return value, {"loss": value, "accuracy": accuracy}
+
+    return Learner(init=init, loss=loss, predict=predict)

@@ -1,0 +1,145 @@
+"""The official one-shot runs reader and `metajax eval-runs`, on a fixture in the all_runs.zip format
+built from evaluation-alphabet images (3 runs, 20 characters each, two drawings per character)."""
+
+import json
+import random
+import shutil
+import zipfile
+
+import jax
+import numpy as np
+import pytest
+
+from metajax.cli import main
+from metajax.data.download import DataError
+from metajax.data.runs import load_runs, score_runs
+from metajax.learners import protonet
+from metajax.nets import Conv4
+
+ALPHABETS = ("Angelic", "Tengwar", "Keble")
+
+
+def write_runs(data_dir, out_dir, alphabets=ALPHABETS, characters=20):
+    """Writes `out_dir/runNN/{training,test}/*.png` and `class_labels.txt` as in the official
+    all_runs.zip, each run from one evaluation alphabet: drawing 0 of each character is its
+    training image and drawing 1 its test item, the items shuffled. Returns, per run, the list of
+    (class file, item file, character name)."""
+    archive = zipfile.ZipFile(data_dir / "omniglot" / "images_evaluation.zip")
+    rng = random.Random(0)
+    truth = []
+    for r, alphabet in enumerate(alphabets, 1):
+        run = f"run{r:02d}"
+        members = sorted(n for n in archive.namelist()
+                         if n.startswith(f"images_evaluation/{alphabet}/") and n.endswith(".png"))
+        chars = sorted({m.split("/")[2] for m in members})[:characters]
+        order = list(range(len(chars)))
+        rng.shuffle(order)  # test item i shows character order[i]
+        (out_dir / run / "training").mkdir(parents=True)
+        (out_dir / run / "test").mkdir(parents=True)
+        lines, rows = [], []
+        for c, char in enumerate(chars):
+            drawings = sorted(m for m in members if m.split("/")[2] == char)
+            (out_dir / run / "training" / f"class{c + 1:02d}.png").write_bytes(
+                archive.read(drawings[0]))
+        for i, c in enumerate(order):
+            char = chars[c]
+            drawings = sorted(m for m in members if m.split("/")[2] == char)
+            (out_dir / run / "test" / f"item{i + 1:02d}.png").write_bytes(archive.read(drawings[1]))
+            lines.append(f"{run}/test/item{i + 1:02d}.png {run}/training/class{c + 1:02d}.png")
+            rows.append((f"class{c + 1:02d}.png", f"item{i + 1:02d}.png", f"{alphabet}/{char}"))
+        (out_dir / run / "class_labels.txt").write_text("\n".join(lines) + "\n")
+        truth.append(rows)
+    return truth
+
+
+def zip_runs(folder, path):
+    with zipfile.ZipFile(path, "w") as z:
+        for f in sorted(folder.rglob("*")):
+            if f.is_file():
+                z.write(f, f.relative_to(folder).as_posix())
+    return path
+
+
+@pytest.fixture(scope="module")
+def runs_fixture(data_dir, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("all_runs")
+    truth = write_runs(data_dir, folder)
+    return folder, zip_runs(folder, folder.parent / "all_runs.zip"), truth
+
+
+def test_reader_matches_the_omniglot_loader(runs_fixture, omniglot28):
+    folder, zipped, truth = runs_fixture
+    runs = load_runs(zipped, 28)
+    assert [r.name for r in runs] == ["run01", "run02", "run03"]
+    index = {n: i for i, n in enumerate(omniglot28.names)}
+    for run, rows in zip(runs, truth, strict=True):
+        t = run.task
+        assert t.num_classes == 20
+        assert t.support_x.shape == (20, 28, 28, 1) and t.query_x.shape == (20, 28, 28, 1)
+        assert t.support_x.dtype == np.float32 and float(t.support_x.max()) <= 1.0
+        np.testing.assert_array_equal(t.support_y, np.arange(20))
+        for cls, item, char in rows:
+            label = run.classes.index(cls)
+            q = run.items.index(item)
+            assert int(t.query_y[q]) == label
+            # same pixels as the loader's arrays: drawing 0 is the class image, drawing 1 the item
+            expected = omniglot28.images[index[char]].astype(np.float32) / 255.0
+            np.testing.assert_allclose(t.support_x[label, :, :, 0], expected[0], atol=1e-6)
+            np.testing.assert_allclose(t.query_x[q, :, :, 0], expected[1], atol=1e-6)
+    # the unpacked folder reads the same, also at another image size
+    for a, b in zip(load_runs(folder, 28), runs, strict=True):
+        np.testing.assert_array_equal(a.task.query_x, b.task.query_x)
+        np.testing.assert_array_equal(a.task.query_y, b.task.query_y)
+    assert load_runs(folder, 20)[0].task.support_x.shape == (20, 20, 20, 1)
+
+
+def test_scoring_a_perfect_and_a_known_model(runs_fixture):
+    _, zipped, _ = runs_fixture
+    runs = load_runs(zipped, 28)
+    learner = protonet(Conv4(width=8))
+    params = learner.init(jax.random.PRNGKey(0), runs[0].task)
+    result = score_runs(learner, params, runs)
+    assert [r["items"] for r in result["runs"]] == [20, 20, 20]
+    assert result["accuracy"] == pytest.approx(1 - result["error_rate"])
+    assert result["error_rate"] == pytest.approx(sum(r["errors"] for r in result["runs"]) / 60)
+
+
+def test_clear_errors_for_missing_or_malformed_runs(runs_fixture, tmp_path):
+    folder, _, _ = runs_fixture
+    with pytest.raises(DataError, match="all_runs.zip"):
+        load_runs(tmp_path / "nope.zip")
+    (tmp_path / "broken.zip").write_bytes(b"not a zip")
+    with pytest.raises(DataError, match="not a readable zip"):
+        load_runs(tmp_path / "broken.zip")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="holds no runNN/class_labels.txt"):
+        load_runs(tmp_path / "empty")
+    bad = tmp_path / "bad"
+    shutil.copytree(folder, bad)
+    labels = bad / "run02" / "class_labels.txt"
+    good = labels.read_text()
+    labels.write_text(good.replace("run02/training/class", "run02/train/class", 1))
+    with pytest.raises(DataError, match=r"run02/class_labels.txt line 1"):
+        load_runs(bad)
+    labels.write_text(good)
+    (bad / "run02" / "test" / "item03.png").unlink()
+    with pytest.raises(DataError, match="no file run02/test/item03.png"):
+        load_runs(bad)
+
+
+def test_eval_runs_cli(runs_fixture, tmp_path, capsys):
+    _, zipped, _ = runs_fixture
+    out = tmp_path / "run"
+    assert main(["train", "siamese", "--split", "lake", "--out", str(out), "--width", "8",
+                 "--steps", "4", "--pairs", "8", "--test-queries", "2", "--eval-episodes", "4",
+                 "--no-progress"]) == 0
+    capsys.readouterr()
+    assert main(["eval-runs", str(out), "--runs", str(zipped)]) == 0
+    printed = capsys.readouterr().out.strip().splitlines()
+    result = json.loads((out / "eval_runs.json").read_text())
+    assert [r["run"] for r in result["runs"]] == ["run01", "run02", "run03"]
+    assert printed[0].startswith("run01 error ")
+    assert printed[-1].endswith(f"accuracy {result['accuracy']:.4f}")
+    assert result["split"] == "lake" and "warning" not in result
+    assert main(["eval-runs", str(out), "--runs", str(tmp_path / "missing.zip")]) == 2
+    assert "all_runs.zip" in capsys.readouterr().err
