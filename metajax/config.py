@@ -65,7 +65,7 @@ class Config:
 ALGO_DEFAULTS: dict[str, tuple[dict, dict]] = {
     "protonet": (
         # 30-way training episodes (paper: 60) and a shorter schedule fit a 20-minute CPU budget.
-        dict(train_ways=30, queries=5, steps=4000, lr_decay_every=1500, split="vinyals"),
+        dict(train_ways=30, queries=5, steps=3000, lr_decay_every=1000, split="vinyals"),
         # Snell et al.: 60-way training, 5 queries, Adam 1e-3 halved every 2000 episodes.
         dict(train_ways=60, queries=5, steps=20000, lr_decay_every=2000, split="vinyals"),
     ),
