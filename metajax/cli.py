@@ -21,7 +21,8 @@ def _parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help=f"meta-train and test a learner ({algos})",
                        description=f"Meta-train ALGO, then evaluate it on the test split. "
                                    f"Algorithms: {algos}.")
-    t.add_argument("algo", choices=list(LEARNERS), metavar="ALGO", help=f"one of: {algos}")
+    t.add_argument("algo", choices=[*LEARNERS, "l2o"], metavar="ALGO",
+                   help=f"one of: {algos}, l2o")
     t.add_argument("--dataset", choices=list(DATASETS), help=f"one of: {', '.join(DATASETS)}")
     t.add_argument("--ways", type=int, help="N of the test episodes (default 5)")
     t.add_argument("--shots", type=int, help="K of the test episodes (default 1)")
@@ -52,6 +53,13 @@ def _parser() -> argparse.ArgumentParser:
                    help="siamese: Koch's random affine distortions of training pairs")
     t.add_argument("--fce", action="store_true", default=None,
                    help="matching: full context embeddings (LSTMs over support and queries)")
+    o = t.add_argument_group("learned optimiser (l2o, --dataset quadratic or mlp)")
+    o.add_argument("--unroll", type=int, help="steps per truncated unroll (default 20)")
+    o.add_argument("--horizon", type=int, help="optimisee steps per run (default 100)")
+    o.add_argument("--preprocess-p", type=float, help="p of the gradient preprocessing (default "
+                   "10; 0: raw gradients)")
+    o.add_argument("--second-order", action="store_true", default=None,
+                   help="keep second derivatives (no stop_gradient on the optimisee gradient)")
     t.add_argument("--no-progress", action="store_true", help="no progress bars")
 
     e = sub.add_parser("eval", help="evaluate a trained run, also at other ways/shots")
@@ -89,6 +97,12 @@ def main(argv: list[str] | None = None) -> int:
             config = make_config(args.algo, args.full_protocol, **overrides)
             s = train_and_evaluate(config, args.out, resume=args.resume,
                                    progress=not args.no_progress)
+            if args.algo == "l2o":
+                print(" ".join(f"{b['name']} {b['final_loss']:.4g}" for b in s["baselines"]))
+                print(f"l2o {s['dataset']}, {s['optimizees']} held-out optimisees, "
+                      f"{s['wall_time_s']:.0f}s, summary in {args.out}/summary.json, "
+                      f"final_loss {s['final_loss']:.4g}")
+                return 0
             print(f"{s['algo']} {s['dataset']} {s['ways']}-way {s['shots']}-shot, "
                   f"{s['episodes']} test episodes, ci95 {s['ci95']:.4f}, "
                   f"{s['wall_time_s']:.0f}s, summary in {args.out}/summary.json, "

@@ -6,7 +6,8 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-DATASETS = ("omniglot",)
+DATASETS = ("omniglot", "quadratic", "mlp")
+L2O_DATASETS = ("quadratic", "mlp")  # optimisee families of the learned optimiser (algo l2o)
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,14 @@ class Config:
     pairs: int = 128
     affine: bool = False
     fce: bool = False
+    # l2o (learned optimiser): `steps` are meta-training runs of `horizon` optimisee steps, each cut
+    # into truncated unrolls of `unroll` steps; `meta_batch` optimisees per run; `width` LSTM units;
+    # `val_episodes` training problems the baselines' learning rates are tuned on; `eval_episodes`
+    # held-out problems.
+    unroll: int = 20
+    horizon: int = 100
+    preprocess_p: float = 10.0
+    second_order: bool = False
 
     @property
     def train_ways_(self) -> int:
@@ -94,11 +103,39 @@ ALGO_DEFAULTS: dict[str, tuple[dict, dict]] = {
 }
 
 
+# Learned optimisers (Andrychowicz et al.): 2-layer LSTM of 20 units, p = 10, Adam 1e-3 on truncated
+# unrolls of 20 steps over runs of 100 steps, second derivatives dropped; the authors' code trains
+# 10,000 runs (epochs) on batches of 128 quadratics, or one MNIST MLP per run.
+_L2O = dict(width=20, unroll=20, horizon=100, preprocess_p=10.0, lr=1e-3, eval_episodes=100,
+            val_episodes=100, eval_seed=12345, val_every=0)
+L2O_DEFAULTS: dict[str, tuple[dict, dict]] = {
+    "quadratic": (dict(_L2O, meta_batch=128, steps=800, log_every=20, checkpoint_every=200),
+                  dict(_L2O, meta_batch=128, steps=10000, log_every=100, checkpoint_every=1000)),
+    "mlp": (dict(_L2O, image_size=28, meta_batch=1, steps=150, val_episodes=20, log_every=10,
+                 checkpoint_every=50),
+            dict(_L2O, image_size=28, meta_batch=1, steps=10000, log_every=100,
+                 checkpoint_every=1000)),
+}
+ALGO_DEFAULTS["l2o"] = L2O_DEFAULTS["quadratic"]
+
+
+def _l2o_config(algo: str, full_protocol: bool, overrides: dict) -> Config:
+    dataset = overrides.get("dataset", "quadratic")
+    if algo != "l2o" or dataset not in L2O_DATASETS:
+        raise ValueError(f"--dataset {dataset} is for the learned optimiser: use `l2o` with "
+                         f"--dataset {' or '.join(L2O_DATASETS)}")
+    fields = dict(L2O_DEFAULTS[dataset][1 if full_protocol else 0], dataset=dataset)
+    fields.update(overrides)
+    return Config(algo=algo, full_protocol=full_protocol, **fields)
+
+
 def make_config(algo: str, full_protocol: bool = False, **overrides) -> Config:
     """Config for `algo`: base defaults, then the algorithm's defaults, then explicit overrides
     (`None` values are ignored, so unset command-line flags keep the defaults)."""
     if algo not in ALGO_DEFAULTS:
         raise ValueError(f"unknown algorithm {algo!r}; choose one of {', '.join(ALGO_DEFAULTS)}")
+    if algo == "l2o" or overrides.get("dataset") in L2O_DATASETS:
+        return _l2o_config(algo, full_protocol, {k: v for k, v in overrides.items() if v is not None})
     fields = dict(ALGO_DEFAULTS[algo][1 if full_protocol else 0])
     fields.update({k: v for k, v in overrides.items() if v is not None})
     if fields.get("dataset", "omniglot") not in DATASETS:

@@ -107,6 +107,10 @@ def _example_task(source: TaskSource):
 def train_and_evaluate(config: Config, out_dir: str | Path, resume: bool = False,
                        devices=None, progress: bool = True) -> dict:
     """Meta-trains `config.algo`, evaluates it on the test split and writes `summary.json`."""
+    if config.algo == "l2o":  # the learned optimiser is not an episodic learner
+        from metajax.l2o.meta_train import train_and_evaluate_l2o
+
+        return train_and_evaluate_l2o(config, out_dir, resume=resume, progress=progress)
     start = time.time()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -184,6 +188,9 @@ def evaluate_run(out_dir: str | Path, ways: int | None = None, shots: int | None
                  progress: bool = True) -> dict:
     """Evaluates a trained run on its test split, at its own or other ways/shots; writes eval.json."""
     config = load_config(out_dir)
+    if config.algo == "l2o":
+        raise ValueError(f"{out_dir} is a learned-optimiser run; its evaluation is in summary.json "
+                         f"(load the optimiser with metajax.l2o.load_lstm_optimizer)")
     ways, shots = ways or config.ways, shots or config.shots
     params = load_params(out_dir, config)
     sources, split_info = task_sources(config, ways, shots, queries)
