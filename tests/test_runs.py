@@ -9,10 +9,12 @@ import zipfile
 import jax
 import numpy as np
 import pytest
+from conftest import coded_images
 
 from metajax.cli import main
 from metajax.data.download import DataError
 from metajax.data.runs import load_runs, score_runs
+from metajax.data.within_alphabet import within_alphabet_sampler
 from metajax.learners import protonet
 from metajax.nets import Conv4
 
@@ -143,3 +145,20 @@ def test_eval_runs_cli(runs_fixture, tmp_path, capsys):
     assert result["split"] == "lake" and "warning" not in result
     assert main(["eval-runs", str(out), "--runs", str(tmp_path / "missing.zip")]) == 2
     assert "all_runs.zip" in capsys.readouterr().err
+
+
+def test_within_alphabet_episodes_stay_in_one_alphabet():
+    images = coded_images(classes=12, drawings=6)
+    alphabet = np.array([0] * 3 + [1] * 5 + [2] * 4)  # alphabet 0 is too small for 4-way
+    sample = jax.jit(within_alphabet_sampler(alphabet, ways=4, shots=1, queries=2))
+    seen = set()
+    for seed in range(30):
+        task = sample(jax.random.PRNGKey(seed), images)
+        cls = np.round(np.asarray(task.support_x)[:, 0, 0, 0] * 255).astype(int)
+        q_cls = np.round(np.asarray(task.query_x)[:, 0, 0, 0] * 255).astype(int)
+        assert len(set(cls)) == 4 and len(set(alphabet[cls])) == 1
+        assert np.all(q_cls == np.repeat(cls, 2))
+        seen.add(int(alphabet[cls[0]]))
+    assert seen == {1, 2}
+    with pytest.raises(ValueError, match="largest alphabet has only 5"):
+        within_alphabet_sampler(alphabet, 6, 1, 1)(jax.random.PRNGKey(0), images)
