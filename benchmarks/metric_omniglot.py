@@ -1,0 +1,89 @@
+"""Metric learners on Omniglot: Relation, Matching and Siamese networks at 5-way and 20-way one-shot.
+
+Each learner is trained once (5-way 1-shot test setting, the CPU-sized defaults of
+`metajax.config.ALGO_DEFAULTS`, at most about 30 minutes each on 2 cores) on the Vinyals split and
+evaluated at 5-way and 20-way 1-shot on its test classes, 1000 episodes of 15 queries per class. The
+paper's numbers and our goals are printed beside ours. `--full-protocol` gives the papers' settings
+(for a GPU).
+
+    python benchmarks/metric_omniglot.py                       # relation, matching, siamese
+    python benchmarks/metric_omniglot.py --algos relation --steps 20 --episodes 20   # smoke test
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import write_results  # noqa: E402
+
+from metajax.config import make_config  # noqa: E402
+from metajax.experiment import evaluate_run, machine_info, train_and_evaluate  # noqa: E402
+
+# (ways, shots) -> accuracy (%) in the papers (REFERENCE_RESULTS.md)
+PAPER = {
+    "relation": {(5, 1): 99.6, (20, 1): 97.6},
+    "matching": {(5, 1): 98.1, (20, 1): 93.8},
+    "siamese": {(5, 1): 96.7, (20, 1): 88.0},
+    "protonet": {(5, 1): 98.8, (20, 1): 96.0},
+}
+GOAL = {"relation": {(5, 1): 98.5}, "matching": {(5, 1): 97.5}}
+ALGOS = ("relation", "matching", "siamese", "protonet")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--algos", nargs="+", choices=ALGOS, default=["relation", "matching", "siamese"])
+    p.add_argument("--steps", type=int, help="override the training steps of every learner")
+    p.add_argument("--episodes", type=int, default=1000, help="test episodes per setting")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--full-protocol", action="store_true")
+    p.add_argument("--out", default="runs/bench_metric")
+    p.add_argument("--name", default="metric_omniglot", help="results file name")
+    p.add_argument("--no-progress", action="store_true")
+    args = p.parse_args()
+
+    rows = []
+    for algo in args.algos:
+        config = make_config(algo, args.full_protocol, ways=5, shots=1, steps=args.steps,
+                             seed=args.seed, eval_episodes=args.episodes)
+        run_dir = Path(args.out) / algo
+        start = time.time()
+        summary = train_and_evaluate(config, run_dir, resume=(run_dir / "checkpoints").exists(),
+                                     progress=not args.no_progress)
+        for ways in (5, 20):
+            t0 = time.time()
+            r = (summary if ways == 5 else
+                 evaluate_run(run_dir, ways=ways, shots=1, episodes=args.episodes,
+                              progress=not args.no_progress))
+            rows.append({
+                "algo": algo, "ways": ways, "shots": 1, "accuracy": 100 * r["accuracy"],
+                "ci95": 100 * r["ci95"], "episodes": r["episodes"],
+                "paper": PAPER[algo].get((ways, 1)), "goal": GOAL.get(algo, {}).get((ways, 1)),
+                "train_steps": config.steps, "train_time_s": round(summary["train_wall_time_s"], 1),
+                "eval_time_s": round(time.time() - t0, 1) if ways != 5 else None,
+                "run_wall_time_s": round(time.time() - start, 1),
+                "steps_per_s": summary["steps_per_s"], "config": summary["config"],
+                "split": summary["split"],
+            })
+
+    lines = ["| learner | setting | ours (%) | 95% CI | paper (%) | goal | train steps | "
+             "train time (s) |", "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        goal = "" if r["goal"] is None else (
+            f">= {r['goal']} {'met' if r['accuracy'] >= r['goal'] else 'NOT met'}")
+        lines.append(f"| {r['algo']} | {r['ways']}-way {r['shots']}-shot | {r['accuracy']:.2f} | "
+                     f"±{r['ci95']:.2f} | {r['paper']} | {goal} | {r['train_steps']} | "
+                     f"{r['train_time_s']:.0f} |")
+    table = "\n".join(lines)
+    print(table)
+    path = write_results(args.name, {"machine": machine_info(), "results": rows}, table)
+    print(f"results written to {path}")
+
+
+if __name__ == "__main__":
+    main()

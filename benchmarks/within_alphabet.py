@@ -1,0 +1,102 @@
+"""20-way within-alphabet one-shot classification (the protocol of Lake et al.'s official runs).
+
+Each learner is trained on the background alphabets only (`--split lake`, CPU-sized defaults, at most
+about 30 minutes each on 2 cores), then tested on many seeded 20-way 1-shot episodes whose 20
+characters all come from one evaluation alphabet (unrotated, one query per class, as in the official
+runs). With `--runs all_runs.zip` the 20 official runs are scored as well. Error rates of the papers
+are printed beside ours (Lake et al. 2015: deep Siamese convnet 8.0%, deep convnet 13.5%, people
+4.5%, BPL 3.3%; Koch et al. 2015: conv Siamese 8.0% (92.0% accuracy)).
+
+    python benchmarks/within_alphabet.py                       # protonet, relation, matching, siamese
+    python benchmarks/within_alphabet.py --algos protonet --steps 20 --episodes 20   # smoke test
+    python benchmarks/within_alphabet.py --runs ~/omniglot/python/one-shot-classification/all_runs.zip
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import write_results  # noqa: E402
+
+from metajax.config import make_config  # noqa: E402
+from metajax.data.omniglot import load_omniglot  # noqa: E402
+from metajax.data.runs import load_runs, score_runs  # noqa: E402
+from metajax.data.within_alphabet import evaluation_alphabets, within_alphabet_sampler  # noqa: E402
+from metajax.experiment import load_params, machine_info, train_and_evaluate  # noqa: E402
+from metajax.learners import build_learner  # noqa: E402
+from metajax.training import evaluate  # noqa: E402
+
+# error rate (%) on the official runs in the papers (REFERENCE_RESULTS.md)
+PAPER_ERROR = {"siamese": 8.0}
+ALGOS = ("protonet", "relation", "matching", "siamese")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--algos", nargs="+", choices=ALGOS, default=list(ALGOS))
+    p.add_argument("--steps", type=int, help="override the training steps of every learner")
+    p.add_argument("--episodes", type=int, default=1000, help="within-alphabet test episodes")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--eval-seed", type=int, default=2015, help="seed of the test episodes")
+    p.add_argument("--runs", help="all_runs.zip (or its folder) to score the official runs too")
+    p.add_argument("--full-protocol", action="store_true")
+    p.add_argument("--out", default="runs/bench_within_alphabet")
+    p.add_argument("--name", default="within_alphabet", help="results file name")
+    p.add_argument("--no-progress", action="store_true")
+    args = p.parse_args()
+
+    rows = []
+    for algo in args.algos:
+        config = make_config(algo, args.full_protocol, ways=20, shots=1, split="lake", val_every=0,
+                             steps=args.steps, seed=args.seed, eval_episodes=min(args.episodes, 200))
+        run_dir = Path(args.out) / algo
+        start = time.time()
+        summary = train_and_evaluate(config, run_dir, resume=(run_dir / "checkpoints").exists(),
+                                     progress=not args.no_progress)
+        t0 = time.time()
+        images, alphabet, names = evaluation_alphabets(load_omniglot(config.image_size,
+                                                                     data_dir=config.data_dir))
+        learner = build_learner(config, 20, 1)
+        params = load_params(run_dir, config)
+        result = evaluate(learner, params, within_alphabet_sampler(alphabet, 20, 1, 1), images,
+                          episodes=args.episodes, seed=args.eval_seed,
+                          progress=not args.no_progress, desc="within-alphabet")
+        row = {
+            "algo": algo, "accuracy": 100 * result["accuracy"], "ci95": 100 * result["ci95"],
+            "error": 100 * (1 - result["accuracy"]), "episodes": args.episodes,
+            "eval_seed": args.eval_seed, "alphabets": len(names),
+            "any_alphabet_20w1s_accuracy": 100 * summary["accuracy"],
+            "paper_error": PAPER_ERROR.get(algo), "train_steps": config.steps,
+            "train_time_s": round(summary["train_wall_time_s"], 1),
+            "eval_time_s": round(time.time() - t0, 1), "run_wall_time_s": None,
+            "config": summary["config"], "split": summary["split"],
+        }
+        if args.runs:
+            official = score_runs(learner, params, load_runs(args.runs, config.image_size))
+            row["official_runs_error"] = 100 * official["error_rate"]
+            row["official_runs"] = official["runs"]
+        row["run_wall_time_s"] = round(time.time() - start, 1)
+        rows.append(row)
+
+    lines = ["| learner | within-alphabet 20w1s acc (%) | 95% CI | error (%) | official runs error "
+             "(%) | paper error (%) | any-alphabet 20w1s (%) | train steps | train time (s) |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        official = f"{r['official_runs_error']:.1f}" if "official_runs_error" in r else "not run"
+        paper = "" if r["paper_error"] is None else r["paper_error"]
+        lines.append(f"| {r['algo']} | {r['accuracy']:.2f} | ±{r['ci95']:.2f} | {r['error']:.2f} | "
+                     f"{official} | {paper} | {r['any_alphabet_20w1s_accuracy']:.2f} | "
+                     f"{r['train_steps']} | {r['train_time_s']:.0f} |")
+    table = "\n".join(lines)
+    print(table)
+    path = write_results(args.name, {"machine": machine_info(), "results": rows}, table)
+    print(f"results written to {path}")
+
+
+if __name__ == "__main__":
+    main()
