@@ -53,6 +53,20 @@ def _parser() -> argparse.ArgumentParser:
                    help="siamese: Koch's random affine distortions of training pairs")
     t.add_argument("--fce", action="store_true", default=None,
                    help="matching: full context embeddings (LSTMs over support and queries)")
+    t.add_argument("--downsample", choices=["maxpool", "stride"], help="conv4 downsampling")
+    g = t.add_argument_group("gradient-based learners (maml, fomaml, metasgd, anil, reptile, "
+                             "pretrained)")
+    g.add_argument("--inner-lr", type=float, help="inner-loop learning rate (Meta-SGD: its start)")
+    g.add_argument("--inner-steps", type=int, help="inner steps at training")
+    g.add_argument("--test-inner-steps", type=int, help="inner steps at evaluation (0: as training)")
+    g.add_argument("--inner-batch", type=int, help="Reptile: examples per inner mini-batch")
+    g.add_argument("--remat", action="store_true", default=None,
+                   help="jax.checkpoint each inner step (less memory for many steps)")
+    g.add_argument("--task-map", choices=["vmap", "map"],
+                   help="run the tasks of a meta-batch vectorised (vmap) or one by one (map)")
+    g.add_argument("--optimizer", choices=["adam", "sgd"], help="outer optimiser")
+    g.add_argument("--lr-anneal", action="store_true", default=None,
+                   help="anneal the outer learning rate linearly to 0 (Reptile)")
     o = t.add_argument_group("learned optimiser (l2o, --dataset quadratic or mlp)")
     o.add_argument("--unroll", type=int, help="steps per truncated unroll (default 20)")
     o.add_argument("--horizon", type=int, help="optimisee steps per run (default 100)")
@@ -82,6 +96,13 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _score(result: dict) -> str:
+    """`accuracy X` for classification, `mse X` for regression (the last words printed)."""
+    if result.get("accuracy") is None:
+        return f"mse {result['mse']:.4f}"
+    return f"accuracy {result['accuracy']:.4f}"
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     # Imported here so that `metajax --help` answers without starting JAX.
@@ -106,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{s['algo']} {s['dataset']} {s['ways']}-way {s['shots']}-shot, "
                   f"{s['episodes']} test episodes, ci95 {s['ci95']:.4f}, "
                   f"{s['wall_time_s']:.0f}s, summary in {args.out}/summary.json, "
-                  f"accuracy {s['accuracy']:.4f}")
+                  f"{_score(s)}")
         elif args.command == "eval-runs":
             r = evaluate_official_runs(args.run_dir, args.runs, seed=args.seed)
             for row in r["runs"]:
@@ -121,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
             r = evaluate_run(args.run_dir, args.ways, args.shots, args.episodes, args.queries,
                              args.seed, progress=not args.no_progress)
             print(f"{r['algo']} {r['dataset']} {r['ways']}-way {r['shots']}-shot, "
-                  f"{r['episodes']} episodes, ci95 {r['ci95']:.4f}, accuracy {r['accuracy']:.4f}")
+                  f"{r['episodes']} episodes, ci95 {r['ci95']:.4f}, {_score(r)}")
     except (DataError, ValueError, FileNotFoundError, CheckpointExists, TrainingDiverged) as e:
         print(f"metajax: error: {e}", file=sys.stderr)
         return 2

@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-DATASETS = ("omniglot", "quadratic", "mlp")
+DATASETS = ("omniglot", "sinusoid", "quadratic", "mlp")
 L2O_DATASETS = ("quadratic", "mlp")  # optimisee families of the learned optimiser (algo l2o)
 
 
@@ -18,6 +18,15 @@ class Config:
     the same as the test setting) with `queries` query examples per class; test episodes use
     `test_queries`. `pairs` (same/different pairs per training step) and `affine` (Koch's random
     distortions) are for the Siamese network; `fce` (full context embeddings) for Matching networks.
+
+    `queries` 0 means as many query examples per class as training shots (MAML's protocol). For the
+    sinusoid dataset `shots`/`queries`/`test_queries` count points per task; `ways` is unused. The
+    gradient-based learners (maml, fomaml, metasgd, anil, reptile, pretrained) read `inner_lr`,
+    `inner_steps` (training), `test_inner_steps` (evaluation; 0: as training), `inner_batch`
+    (Reptile's inner mini-batch), `remat` (`jax.checkpoint` on each inner step) and `task_map`
+    ("vmap" or "map": how the trainer runs over the tasks of a meta-batch). `optimizer` is the outer
+    optimiser ("adam" or "sgd"); `lr_anneal` anneals its learning rate linearly to 0 (Reptile's
+    meta step size). `downsample` is conv4's "maxpool" or "stride" (MAML's Omniglot network).
     """
 
     algo: str
@@ -49,6 +58,15 @@ class Config:
     pairs: int = 128
     affine: bool = False
     fce: bool = False
+    downsample: str = "maxpool"
+    inner_lr: float = 0.4
+    inner_steps: int = 1
+    test_inner_steps: int = 0
+    inner_batch: int = 10
+    remat: bool = False
+    task_map: str = "vmap"
+    optimizer: str = "adam"
+    lr_anneal: bool = False
     # l2o (learned optimiser): `steps` are meta-training runs of `horizon` optimisee steps, each cut
     # into truncated unrolls of `unroll` steps; `meta_batch` optimisees per run; `width` LSTM units;
     # `val_episodes` training problems the baselines' learning rates are tuned on; `eval_episodes`
@@ -65,6 +83,15 @@ class Config:
     @property
     def train_shots_(self) -> int:
         return self.train_shots or self.shots
+
+    @property
+    def queries_(self) -> int:
+        """Query examples per class of training episodes (points per task for regression)."""
+        return self.queries or self.train_shots_
+
+    @property
+    def test_inner_steps_(self) -> int:
+        return self.test_inner_steps or self.inner_steps
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -104,6 +131,45 @@ ALGO_DEFAULTS: dict[str, tuple[dict, dict]] = {
 }
 
 
+# MAML and its relatives on Omniglot. Finn et al.: conv4 with stride-2 convolutions, query set of K
+# examples per class, inner lr 0.4, 1 inner step at training and 3 at test (5-way), meta-batch 32,
+# Adam 1e-3, 60,000 iterations, the MAML split (1100/100 train/val characters, 423 test). On 2 CPU
+# cores: meta-batch 8 and 3000 steps, tasks mapped one by one (`task_map`, faster on XLA:CPU).
+_MAML_CPU = dict(split="maml", downsample="stride", queries=0, inner_lr=0.4, inner_steps=1,
+                 test_inner_steps=3, meta_batch=8, steps=3000, lr=1e-3, task_map="map",
+                 val_every=500, eval_episodes=600)
+_MAML_FULL = dict(split="maml", downsample="stride", queries=0, inner_lr=0.4, inner_steps=1,
+                  test_inner_steps=3, meta_batch=32, steps=60000, lr=1e-3, val_every=2000,
+                  eval_episodes=600)
+# Finn et al., 20-way Omniglot: 5 inner steps with lr 0.1, meta-batch 16 (applied when ways >= 20).
+MAML_FULL_20WAY = dict(inner_lr=0.1, inner_steps=5, test_inner_steps=5, meta_batch=16)
+for _algo in ("maml", "fomaml", "metasgd", "anil"):
+    ALGO_DEFAULTS[_algo] = (dict(_MAML_CPU), dict(_MAML_FULL))
+# Reptile (Nichol et al., Omniglot): 5 inner Adam (b1=0) steps of lr 1e-3 on batches of 10 drawn from
+# 10 examples per class (5 shots + 5 queries), meta step 1.0 annealed linearly to 0 (SGD), meta-batch
+# 5, 100,000 iterations; 50 inner steps on the support set at test.
+_REPTILE = dict(split="maml", downsample="stride", train_shots=5, queries=5, inner_lr=1e-3,
+                inner_steps=5, test_inner_steps=50, inner_batch=10, meta_batch=5,
+                optimizer="sgd", lr=1.0, lr_anneal=True, eval_episodes=600)
+ALGO_DEFAULTS["reptile"] = (
+    dict(_REPTILE, steps=5000, task_map="map", val_every=1000, val_episodes=100),
+    dict(_REPTILE, steps=100000, val_every=5000),
+)
+# The pretrained baseline is for regression only (see SINUSOID_DEFAULTS).
+ALGO_DEFAULTS["pretrained"] = (dict(), dict())
+
+# Sinusoid regression (Finn et al.): MLP 1-40-40-1, K=10 points, inner lr 0.01, 1 inner step, meta-
+# batch 25, Adam 1e-3, 70,000 iterations; evaluated after 10 steps on 600 tasks. Query points: K at
+# training, 100 at test (a lower-variance estimate of the same expected MSE). 70,000 steps take
+# about a minute on a CPU, so the CPU defaults are the paper's.
+_SINUSOID = dict(shots=10, queries=0, test_queries=100, inner_lr=0.01, inner_steps=1,
+                 test_inner_steps=10, meta_batch=25, steps=70000, lr=1e-3, val_every=0,
+                 eval_episodes=600, log_every=1000, checkpoint_every=10000)
+SINUSOID_DEFAULTS: dict[str, tuple[dict, dict]] = {
+    algo: (dict(_SINUSOID), dict(_SINUSOID)) for algo in ("maml", "fomaml", "metasgd", "pretrained")
+}
+
+
 # Learned optimisers (Andrychowicz et al.): 2-layer LSTM of 20 units, p = 10, Adam 1e-3 on truncated
 # unrolls of 20 steps over runs of 100 steps, second derivatives dropped; the authors' code trains
 # 10,000 runs (epochs) on batches of 128 quadratics, or one MNIST MLP per run.
@@ -137,8 +203,21 @@ def make_config(algo: str, full_protocol: bool = False, **overrides) -> Config:
         raise ValueError(f"unknown algorithm {algo!r}; choose one of {', '.join(ALGO_DEFAULTS)}")
     if algo == "l2o" or overrides.get("dataset") in L2O_DATASETS:
         return _l2o_config(algo, full_protocol, {k: v for k, v in overrides.items() if v is not None})
-    fields = dict(ALGO_DEFAULTS[algo][1 if full_protocol else 0])
-    fields.update({k: v for k, v in overrides.items() if v is not None})
-    if fields.get("dataset", "omniglot") not in DATASETS:
-        raise ValueError(f"unknown dataset {fields['dataset']!r}; choose one of {', '.join(DATASETS)}")
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    dataset = overrides.get("dataset", "omniglot")
+    if dataset not in DATASETS:
+        raise ValueError(f"unknown dataset {dataset!r}; choose one of {', '.join(DATASETS)}")
+    if dataset == "sinusoid":
+        if algo not in SINUSOID_DEFAULTS:
+            raise ValueError(f"{algo} does not run on sinusoid regression; choose one of "
+                             f"{', '.join(SINUSOID_DEFAULTS)}")
+        fields = dict(SINUSOID_DEFAULTS[algo][1 if full_protocol else 0])
+    else:
+        if algo == "pretrained":
+            raise ValueError("pretrained is the sinusoid regression baseline; use --dataset sinusoid")
+        fields = dict(ALGO_DEFAULTS[algo][1 if full_protocol else 0])
+        if full_protocol and overrides.get("ways", 5) >= 20 and algo in (
+                "maml", "fomaml", "metasgd", "anil"):
+            fields.update(MAML_FULL_20WAY)
+    fields.update(overrides)
     return Config(algo=algo, full_protocol=full_protocol, **fields)

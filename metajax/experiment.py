@@ -21,6 +21,7 @@ from metajax.config import Config, make_config
 from metajax.data.episodes import check_episode_shape, episode_sampler
 from metajax.data.omniglot import load_omniglot, make_split
 from metajax.data.runs import load_runs, score_runs
+from metajax.data.sinusoid import AMPLITUDE, PHASE, X_RANGE, sinusoid_sampler
 from metajax.learners import TRAIN_SAMPLERS, build_learner
 from metajax.training.evaluation import evaluate
 from metajax.training.trainer import init_state, restore_state, train
@@ -51,11 +52,20 @@ def task_sources(config: Config, ways: int | None = None, shots: int | None = No
     """
     ways, shots = ways or config.ways, shots or config.shots
     test_queries = test_queries or config.test_queries
+    if config.dataset == "sinusoid":
+        # Tasks come from the sinusoid family itself: no arrays, no validation part; train and test
+        # tasks differ by their keys (the trainer's seed, the evaluation's eval_seed).
+        info = {"dataset": "sinusoid", "amplitude": list(AMPLITUDE), "phase": list(PHASE),
+                "x": list(X_RANGE), "train_points": [config.train_shots_, config.queries_],
+                "test_points": [shots, test_queries]}
+        return {"train": TaskSource(sinusoid_sampler(config.train_shots_, config.queries_), None,
+                                    "train"),
+                "test": TaskSource(sinusoid_sampler(shots, test_queries), None, "test")}, info
     if config.dataset != "omniglot":
         raise ValueError(f"unknown dataset {config.dataset!r}")
     split, info = _omniglot_parts(config)
     settings = {
-        "train": (split.train, config.train_ways_, config.train_shots_, config.queries),
+        "train": (split.train, config.train_ways_, config.train_shots_, config.queries_),
         "val": (split.val, ways, shots, test_queries),
         "test": (split.test, ways, shots, test_queries),
     }
@@ -74,12 +84,27 @@ def task_sources(config: Config, ways: int | None = None, shots: int | None = No
 
 
 def make_optimizer(config: Config) -> optax.GradientTransformation:
-    """Adam on the meta-parameters, with an optional staircase decay of the learning rate."""
+    """The outer optimiser: Adam (default) or SGD (`config.optimizer`) on the meta-parameters, with
+    an optional staircase decay of the learning rate, or a linear anneal to 0 over the run
+    (`lr_anneal`, Reptile's meta step size)."""
     lr = config.lr
-    if config.lr_decay_every:
+    if config.lr_anneal:
+        lr = optax.linear_schedule(config.lr, 0.0, config.steps)
+    elif config.lr_decay_every:
         lr = optax.exponential_decay(config.lr, config.lr_decay_every, config.lr_decay,
                                      staircase=True)
-    return optax.adam(lr)
+    if config.optimizer == "adam":
+        return optax.adam(lr)
+    if config.optimizer == "sgd":
+        return optax.sgd(lr)
+    raise ValueError(f"optimizer must be 'adam' or 'sgd', got {config.optimizer!r}")
+
+
+def regression_result(result: dict) -> dict:
+    """Names the evaluation of a regression learner: `mse` (and `mse_ci95`), `accuracy: None`."""
+    if "accuracy" in result:
+        return result
+    return {**result, "mse": result["loss"], "mse_ci95": result["loss_ci95"], "accuracy": None}
 
 
 def machine_info() -> dict:
@@ -123,7 +148,8 @@ def train_and_evaluate(config: Config, out_dir: str | Path, resume: bool = False
                              f"use the same flags as the original run")
     config_path.write_text(json.dumps(config.to_dict(), indent=2))
     sources, split_info = task_sources(config)
-    learner = build_learner(config)
+    learner = build_learner(config, phase="train")
+    test_learner = build_learner(config, phase="test")
     optimizer = make_optimizer(config)
 
     validate = None
@@ -131,8 +157,8 @@ def train_and_evaluate(config: Config, out_dir: str | Path, resume: bool = False
         val = sources["val"]
 
         def validate(params):
-            return evaluate(learner, params, val.sample, val.data, config.val_episodes, seed=0,
-                            devices=devices)
+            return evaluate(test_learner, params, val.sample, val.data, config.val_episodes,
+                            seed=0, devices=devices, task_map=config.task_map)
 
     train_src = sources["train"]
     state, stats = train(
@@ -140,15 +166,17 @@ def train_and_evaluate(config: Config, out_dir: str | Path, resume: bool = False
         steps=config.steps, meta_batch=config.meta_batch, seed=config.seed, out_dir=out_dir,
         example_task=_example_task(train_src), validate=validate, val_every=config.val_every,
         checkpoint_every=config.checkpoint_every, log_every=config.log_every, resume=resume,
-        devices=devices, progress=progress,
+        devices=devices, progress=progress, task_map=config.task_map,
     )
     test = sources["test"]
-    result = evaluate(learner, state.params, test.sample, test.data, config.eval_episodes,
-                      seed=config.eval_seed, progress=progress, desc="test", devices=devices)
+    result = evaluate(test_learner, state.params, test.sample, test.data, config.eval_episodes,
+                      seed=config.eval_seed, progress=progress, desc="test", devices=devices,
+                      task_map=config.task_map)
+    result = regression_result(result)
     summary = {
         "algo": config.algo,
         "dataset": config.dataset,
-        "ways": config.ways,
+        "ways": 0 if config.dataset == "sinusoid" else config.ways,
         "shots": config.shots,
         "steps": config.steps,
         "seed": config.seed,
@@ -194,15 +222,20 @@ def evaluate_run(out_dir: str | Path, ways: int | None = None, shots: int | None
     ways, shots = ways or config.ways, shots or config.shots
     params = load_params(out_dir, config)
     sources, split_info = task_sources(config, ways, shots, queries)
-    learner = build_learner(config, ways, shots)
+    learner = build_learner(config, ways, shots, phase="test")
     test = sources["test"]
     episodes = episodes or config.eval_episodes
     result = evaluate(learner, params, test.sample, test.data, episodes,
-                      seed=config.eval_seed if seed is None else seed, progress=progress)
+                      seed=config.eval_seed if seed is None else seed, progress=progress,
+                      task_map=config.task_map)
+    result = regression_result(result)
+    if config.dataset == "sinusoid":
+        ways = 0
     out = {"algo": config.algo, "dataset": config.dataset, "ways": ways, "shots": shots,
            "queries": queries or config.test_queries, **result, "split": split_info}
     (Path(out_dir) / "eval.json").write_text(json.dumps(out, indent=2))
     return out
+
 
 
 def evaluate_official_runs(out_dir: str | Path, runs_path: str | Path, seed: int = 0) -> dict:
@@ -216,7 +249,7 @@ def evaluate_official_runs(out_dir: str | Path, runs_path: str | Path, seed: int
     config = load_config(out_dir)
     runs = load_runs(runs_path, config.image_size)
     params = load_params(out_dir, config)
-    learner = build_learner(config, runs[0].task.num_classes, 1)
+    learner = build_learner(config, runs[0].task.num_classes, 1, phase="test")
     result = score_runs(learner, params, runs, seed=seed)
     out = {"algo": config.algo, "runs_path": str(runs_path), "image_size": config.image_size,
            "split": config.split, **result}

@@ -4,19 +4,85 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import flax.linen as nn
+
 from metajax.config import Config
 from metajax.data.pairs import check_pairs_shape, pair_sampler
+from metajax.learners.maml import (
+    anil,
+    inner_loop,
+    maml,
+    metasgd,
+    pretrained,
+    reptile,
+    sgd_step,
+)
 from metajax.learners.matching import MatchingNet, matching_net
 from metajax.learners.protonet import protonet, prototypes, squared_distances
 from metajax.learners.relation import RelationNet, relation_net
 from metajax.learners.siamese import KochEmbedding, SiameseNet, SmallSiameseEmbedding, siamese
-from metajax.nets import Conv4
+from metajax.nets import MLP, Conv4
 from metajax.types import Learner, SampleFn
 
+PHASES = ("train", "test")
 
-def _protonet(config: Config, ways: int, shots: int) -> Learner:
-    del ways, shots
+
+def _protonet(config: Config, ways: int, shots: int, phase: str = "train") -> Learner:
+    del ways, shots, phase
     return protonet(Conv4(width=config.width))
+
+
+def _network(config: Config, ways: int, phase: str) -> tuple[nn.Module, str]:
+    """The network and loss of a gradient-based learner: MLP 1-40-40-1 and MSE for the sinusoid,
+    conv4 with an N-way head and cross-entropy for Omniglot."""
+    if config.dataset == "sinusoid":
+        return MLP(hidden=(40, 40), num_outputs=1), "mse"
+    if phase == "test" and ways != config.train_ways_:
+        raise ValueError(
+            f"{config.algo} has a classifier head of {config.train_ways_} outputs (its training "
+            f"ways); it cannot be evaluated at ways={ways}. Evaluate at --ways {config.train_ways_}"
+        )
+    return Conv4(width=config.width, num_outputs=config.train_ways_,
+                 downsample=config.downsample), "xent"
+
+
+def _steps(config: Config, phase: str) -> int:
+    return config.inner_steps if phase == "train" else config.test_inner_steps_
+
+
+def _maml(config: Config, ways: int, shots: int, phase: str = "train") -> Learner:
+    del shots
+    network, loss = _network(config, ways, phase)
+    return maml(network, config.inner_lr, _steps(config, phase),
+                first_order=config.algo == "fomaml", remat=config.remat, loss=loss)
+
+
+def _metasgd(config: Config, ways: int, shots: int, phase: str = "train") -> Learner:
+    del shots
+    network, loss = _network(config, ways, phase)
+    return metasgd(network, config.inner_lr, _steps(config, phase), remat=config.remat, loss=loss)
+
+
+def _anil(config: Config, ways: int, shots: int, phase: str = "train") -> Learner:
+    del shots
+    network, loss = _network(config, ways, phase)
+    return anil(network, config.inner_lr, _steps(config, phase), remat=config.remat, loss=loss)
+
+
+def _reptile(config: Config, ways: int, shots: int, phase: str = "train") -> Learner:
+    del shots
+    network, loss = _network(config, ways, phase)
+    return reptile(network, config.inner_lr, _steps(config, phase), inner_batch=config.inner_batch,
+                   loss=loss)
+
+
+def _pretrained(config: Config, ways: int, shots: int, phase: str = "train") -> Learner:
+    """Trained by plain regression; at test fine-tuned with MAML's inner loop (first order)."""
+    del shots
+    network, loss = _network(config, ways, phase)
+    if phase == "train":
+        return pretrained(network, loss=loss)
+    return maml(network, config.inner_lr, config.test_inner_steps_, first_order=True, loss=loss)
 
 
 def _siamese(config: Config, ways: int, shots: int, phase: str = "train") -> Learner:
@@ -41,9 +107,17 @@ def _siamese_pairs(config: Config, images_shape: tuple[int, ...], where: str) ->
     return pair_sampler(config.pairs, config.affine)
 
 
-# name -> build(config, ways, shots): the learner for episodes of that many ways and shots.
-LEARNERS: dict[str, Callable[[Config, int, int], Learner]] = {
+# name -> build(config, ways, shots, phase): the learner for episodes of that many ways and shots;
+# phase "train" is the learner meta-trained, "test" the one evaluated (for example MAML with
+# `test_inner_steps` inner steps). Both share one parameter structure.
+LEARNERS: dict[str, Callable[..., Learner]] = {
     "protonet": _protonet,
+    "maml": _maml,
+    "fomaml": _maml,
+    "metasgd": _metasgd,
+    "anil": _anil,
+    "reptile": _reptile,
+    "pretrained": _pretrained,
     "siamese": _siamese,
     "relation": _relation,
     "matching": _matching,
@@ -57,15 +131,19 @@ TRAIN_SAMPLERS: dict[str, Callable[[Config, tuple[int, ...], str], SampleFn]] = 
 }
 
 
-
-def build_learner(config: Config, ways: int | None = None, shots: int | None = None) -> Learner:
-    """The learner named by `config.algo`, for test episodes of `ways`/`shots` (default: config's)."""
+def build_learner(config: Config, ways: int | None = None, shots: int | None = None,
+                  phase: str = "train") -> Learner:
+    """The learner named by `config.algo`, for episodes of `ways`/`shots` (default: config's), as
+    meta-trained (`phase="train"`) or as evaluated (`phase="test"`)."""
     if config.algo not in LEARNERS:
         raise ValueError(f"unknown algorithm {config.algo!r}; choose one of {', '.join(LEARNERS)}")
-    return LEARNERS[config.algo](config, ways or config.ways, shots or config.shots)
+    if phase not in PHASES:
+        raise ValueError(f"phase must be one of {PHASES}, got {phase!r}")
+    return LEARNERS[config.algo](config, ways or config.ways, shots or config.shots, phase)
 
 
 __all__ = [
-    "LEARNERS", "TRAIN_SAMPLERS", "build_learner", "matching_net", "protonet", "prototypes",
-    "relation_net", "siamese", "squared_distances",
+    "LEARNERS", "PHASES", "TRAIN_SAMPLERS", "anil", "build_learner", "inner_loop", "maml",
+    "matching_net", "metasgd", "pretrained", "protonet", "prototypes", "relation_net", "reptile",
+    "siamese", "sgd_step", "squared_distances",
 ]

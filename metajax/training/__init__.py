@@ -7,6 +7,7 @@ from metajax.training.trainer import (
     TrainState,
     init_state,
     make_train_step,
+    map_over_tasks,
     meta_batch_loss,
     meta_gradient,
     restore_state,
@@ -15,5 +16,6 @@ from metajax.training.trainer import (
 
 __all__ = [
     "CheckpointExists", "TrainState", "TrainingDiverged", "confidence_interval", "evaluate",
-    "init_state", "make_train_step", "meta_batch_loss", "meta_gradient", "restore_state", "train",
+    "init_state", "make_train_step", "map_over_tasks", "meta_batch_loss", "meta_gradient",
+    "restore_state", "train",
 ]

@@ -14,29 +14,40 @@ from metajax.training.sharding import replicated, task_mesh, task_sharding
 from metajax.types import Learner, Params, SampleFn
 
 
+MAX_EXAMPLES_AT_ONCE = 4096
+
+
 def confidence_interval(values: np.ndarray) -> float:
     """95% confidence interval half-width of the mean: 1.96 * std / sqrt(n)."""
     values = np.asarray(values, dtype=np.float64)
     return float(1.96 * values.std() / math.sqrt(len(values))) if len(values) else float("nan")
 
 
-def make_episode_metrics(learner: Learner, sample: SampleFn):
-    """A jitted `(params, data, keys[E]) -> metrics[E]` that scores one episode per key."""
+def make_episode_metrics(learner: Learner, sample: SampleFn, task_map: str = "vmap"):
+    """A jitted `(params, data, keys[E]) -> metrics[E]` that scores one episode per key.
+
+    `task_map="map"` scores the episodes one after another (`lax.map`) instead of vmapping them.
+    """
 
     def one(params, data, key):
         k_task, k_loss = jax.random.split(key)
         _, metrics = learner.loss(params, sample(k_task, data), k_loss)
         return metrics
 
+    if task_map == "map":
+        return jax.jit(lambda params, data, keys: jax.lax.map(lambda k: one(params, data, k), keys))
+    if task_map != "vmap":
+        raise ValueError(f"task_map must be 'vmap' or 'map', got {task_map!r}")
     return jax.jit(jax.vmap(one, in_axes=(None, None, 0)))
 
 
 def evaluate(learner: Learner, params: Params, sample: SampleFn, data: Any, episodes: int = 600,
              seed: int = 0, chunk: int = 100, progress: bool = False, desc: str = "eval",
-             devices=None) -> dict:
+             devices=None, task_map: str = "vmap") -> dict:
     """Scores `learner` on `episodes` episodes drawn with keys `fold_in(PRNGKey(seed), i)`.
 
     The episodes depend only on `seed` and `i`, not on `chunk` or the number of devices.
+    `task_map` ("vmap" or "map") is how the learner runs over the episodes of a chunk.
 
     Returns:
       `{metric: mean, metric_ci95: ..., "episodes": E, "ci95": ...}` where `ci95` is that of
@@ -46,8 +57,13 @@ def evaluate(learner: Learner, params: Params, sample: SampleFn, data: Any, epis
         raise ValueError(f"episodes must be >= 1, got {episodes}")
     mesh = task_mesh(devices)
     n_dev = mesh.devices.size
+    # Bound the examples scored at once (a 20-way episode with 15 queries holds 320 images; 100 of
+    # them would need gigabytes of activations for no gain in speed).
+    shapes = jax.eval_shape(sample, jax.random.PRNGKey(0), data)
+    per_episode = sum(x.shape[0] for x in (shapes.support_x, shapes.query_x))
+    chunk = min(chunk, max(1, MAX_EXAMPLES_AT_ONCE // per_episode))
     chunk = max(n_dev, min(chunk, episodes) // n_dev * n_dev)
-    fn = make_episode_metrics(learner, sample)
+    fn = make_episode_metrics(learner, sample, task_map)
     base = jax.random.PRNGKey(seed)
     total = -(-episodes // chunk) * chunk
     keys = jax.vmap(lambda i: jax.random.fold_in(base, i))(jnp.arange(total))

@@ -50,27 +50,50 @@ def init_state(learner: Learner, optimizer: optax.GradientTransformation, key: j
     return TrainState(jnp.zeros((), jnp.int32), params, optimizer.init(params))
 
 
-def meta_batch_loss(learner: Learner, params: Params, tasks: Task, keys: jax.Array):
-    """Mean outer loss and mean metrics of `learner` over a batch of tasks (vmapped)."""
-    losses, metrics = jax.vmap(learner.loss, in_axes=(None, 0, 0))(params, tasks, keys)
+TASK_MAPS = ("vmap", "map")
+
+
+def map_over_tasks(fn: Callable, task_map: str = "vmap") -> Callable:
+    """`fn(params, task, key)` -> `fn(params, tasks, keys)` over a leading task axis.
+
+    `"vmap"` vectorises over tasks (the default, one batched program). `"map"` runs the tasks one
+    after another with `lax.map`: for learners that adapt weights per task (MAML and relatives),
+    vmap turns each convolution into a grouped convolution with per-task kernels, which XLA:CPU runs
+    slowly; measured on 2 CPU cores, MAML on Omniglot conv4 (stride 2, width 64), a meta-batch of
+    4 tasks: vmap 0.49 s, map 0.22 s per step (with max-pooling both 1.4 s).
+    """
+    if task_map == "vmap":
+        return jax.vmap(fn, in_axes=(None, 0, 0))
+    if task_map == "map":
+        return lambda params, tasks, keys: jax.lax.map(lambda tk: fn(params, *tk), (tasks, keys))
+    raise ValueError(f"task_map must be one of {TASK_MAPS}, got {task_map!r}")
+
+
+def meta_batch_loss(learner: Learner, params: Params, tasks: Task, keys: jax.Array,
+                    task_map: str = "vmap"):
+    """Mean outer loss and mean metrics of `learner` over a batch of tasks (vmapped by default)."""
+    losses, metrics = map_over_tasks(learner.loss, task_map)(params, tasks, keys)
     return losses.mean(), jax.tree.map(jnp.mean, metrics)
 
 
-def meta_gradient(learner: Learner, params: Params, tasks: Task, keys: jax.Array):
+def meta_gradient(learner: Learner, params: Params, tasks: Task, keys: jax.Array,
+                  task_map: str = "vmap"):
     """The meta-batch's update direction: grad of the mean loss, or the mean of `learner.meta_grad`."""
     if learner.meta_grad is None:
-        grad_fn = jax.grad(lambda p: meta_batch_loss(learner, p, tasks, keys), has_aux=True)
+        grad_fn = jax.grad(lambda p: meta_batch_loss(learner, p, tasks, keys, task_map),
+                           has_aux=True)
         return grad_fn(params)
-    grads, metrics = jax.vmap(learner.meta_grad, in_axes=(None, 0, 0))(params, tasks, keys)
+    grads, metrics = map_over_tasks(learner.meta_grad, task_map)(params, tasks, keys)
     return jax.tree.map(lambda g: g.mean(axis=0), grads), jax.tree.map(jnp.mean, metrics)
 
 
 def make_train_step(learner: Learner, optimizer: optax.GradientTransformation, sample: SampleFn,
-                    meta_batch: int, seed: int, mesh=None):
+                    meta_batch: int, seed: int, mesh=None, task_map: str = "vmap"):
     """Builds the jitted `step(state, data) -> (state, metrics)`.
 
     The step's randomness is `fold_in(PRNGKey(seed), state.step)`, so a run resumed from a checkpoint
     draws the same tasks as an uninterrupted one. Tasks are sharded over the mesh's devices.
+    `task_map` ("vmap" or "map") is how the learner is mapped over the tasks (`map_over_tasks`).
     """
     mesh = mesh or task_mesh()
     check_divisible(meta_batch, mesh)
@@ -83,7 +106,7 @@ def make_train_step(learner: Learner, optimizer: optax.GradientTransformation, s
         tasks = jax.vmap(sample, in_axes=(0, None))(jax.random.split(k_tasks, meta_batch), data)
         tasks = jax.lax.with_sharding_constraint(tasks, tasks_sharded)
         keys = jax.lax.with_sharding_constraint(jax.random.split(k_loss, meta_batch), tasks_sharded)
-        grads, metrics = meta_gradient(learner, state.params, tasks, keys)
+        grads, metrics = meta_gradient(learner, state.params, tasks, keys, task_map)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         return TrainState(state.step + 1, params, opt_state), metrics
@@ -121,7 +144,7 @@ def train(learner: Learner, optimizer: optax.GradientTransformation, sample: Sam
           *, steps: int, meta_batch: int, seed: int, out_dir: str | Path, example_task: Task,
           validate: Callable[[Params], dict] | None = None, val_every: int = 0,
           checkpoint_every: int = 500, log_every: int = 50, resume: bool = False,
-          devices=None, progress: bool = True) -> tuple[TrainState, dict]:
+          devices=None, progress: bool = True, task_map: str = "vmap") -> tuple[TrainState, dict]:
     """Meta-trains `learner` for `steps` steps and returns the final state and run statistics.
 
     Args:
@@ -137,6 +160,7 @@ def train(learner: Learner, optimizer: optax.GradientTransformation, sample: Sam
       resume: continue from the latest checkpoint in `out_dir`; without it an existing checkpoint
         is an error rather than silently overwritten.
       devices: devices to split the meta-batch over (default: all).
+      task_map: "vmap" (default) or "map": how the learner runs over the tasks of a meta-batch.
 
     Raises:
       TrainingDiverged: the loss became NaN/inf; the last good checkpoint stays on disk.
@@ -164,7 +188,7 @@ def train(learner: Learner, optimizer: optax.GradientTransformation, sample: Sam
         metrics_path.unlink()
     state = jax.device_put(state, rep)
     data = jax.device_put(data, rep)
-    step_fn = make_train_step(learner, optimizer, sample, meta_batch, seed, mesh)
+    step_fn = make_train_step(learner, optimizer, sample, meta_batch, seed, mesh, task_map)
 
     start_step = int(state.step)
     last_saved = latest
