@@ -176,7 +176,7 @@ SINUSOID_DEFAULTS: dict[str, tuple[dict, dict]] = {
 _L2O = dict(width=20, unroll=20, horizon=100, preprocess_p=10.0, lr=1e-3, eval_episodes=100,
             val_episodes=100, eval_seed=12345, val_every=0)
 L2O_DEFAULTS: dict[str, tuple[dict, dict]] = {
-    "quadratic": (dict(_L2O, meta_batch=128, steps=800, log_every=20, checkpoint_every=200),
+    "quadratic": (dict(_L2O, meta_batch=128, steps=500, log_every=20, checkpoint_every=200),
                   dict(_L2O, meta_batch=128, steps=10000, log_every=100, checkpoint_every=1000)),
     "mlp": (dict(_L2O, image_size=28, meta_batch=1, steps=100, val_episodes=20, log_every=10,
                  checkpoint_every=50),
