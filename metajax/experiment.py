@@ -119,6 +119,8 @@ def machine_info() -> dict:
     return {
         "cpu": cpu,
         "cpu_count": os.cpu_count(),
+        # other work on the machine slows timings; the 1-minute load says how busy it was
+        "load_average_1min": round(os.getloadavg()[0], 2),
         "devices": [str(d) for d in jax.devices()],
         "jax": jax.__version__,
         "python": platform.python_version(),
