@@ -47,3 +47,23 @@ def test_protonet_learns_omniglot_well_above_chance(omniglot28, tmp_path):
                      seed=0, out_dir=tmp_path, example_task=example, progress=False)
     result = evaluate(learner, state.params, sample, test_chars, episodes=100, seed=1)
     assert result["accuracy"] > 0.6, result  # chance is 0.2
+
+
+def test_meta_batch_gradient_is_the_mean_of_per_task_gradients(omniglot28):
+    """The trainer's vmapped meta-gradient (max-pool conv4) equals a Python loop over tasks.
+
+    (Conv biases before batch norm have an exact zero gradient; atol covers their rounding.)
+    """
+    from metajax.training import meta_gradient
+
+    images = jnp.asarray(omniglot28.images[:40, :, :, :, None])
+    sample = episode_sampler(5, 1, 2)
+    tasks = jax.vmap(sample, in_axes=(0, None))(jax.random.split(jax.random.PRNGKey(0), 3), images)
+    keys = jax.random.split(jax.random.PRNGKey(1), 3)
+    learner = protonet(Conv4(width=8))
+    params = learner.init(jax.random.PRNGKey(2), sample(jax.random.PRNGKey(3), images))
+    batched, _ = jax.jit(lambda p: meta_gradient(learner, p, tasks, keys))(params)
+    per_task = [jax.grad(lambda p, i=i: learner.loss(p, jax.tree.map(lambda x: x[i], tasks),
+                                                     keys[i])[0])(params) for i in range(3)]
+    mean = jax.tree.map(lambda *g: sum(g) / 3, *per_task)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5), batched, mean)
