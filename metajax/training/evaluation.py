@@ -13,7 +13,6 @@ from tqdm import tqdm
 from metajax.training.sharding import replicated, task_mesh, task_sharding
 from metajax.types import Learner, Params, SampleFn
 
-
 MAX_EXAMPLES_AT_ONCE = 4096
 
 
