@@ -131,14 +131,8 @@ def _example_task(source: TaskSource):
     return source.sample(jax.random.PRNGKey(0), source.data)
 
 
-def train_and_evaluate(config: Config, out_dir: str | Path, resume: bool = False,
-                       devices=None, progress: bool = True) -> dict:
-    """Meta-trains `config.algo`, evaluates it on the test split and writes `summary.json`."""
-    if config.algo == "l2o":  # the learned optimiser is not an episodic learner
-        from metajax.l2o.meta_train import train_and_evaluate_l2o
-
-        return train_and_evaluate_l2o(config, out_dir, resume=resume, progress=progress)
-    start = time.time()
+def prepare_run_dir(config: Config, out_dir: str | Path, resume: bool) -> Path:
+    """Creates the run directory and writes `config.json`; a resumed run must keep its config."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     config_path = out_dir / "config.json"
@@ -149,6 +143,18 @@ def train_and_evaluate(config: Config, out_dir: str | Path, resume: bool = False
             raise ValueError(f"--resume with a different configuration (changed: {changed}); "
                              f"use the same flags as the original run")
     config_path.write_text(json.dumps(config.to_dict(), indent=2))
+    return out_dir
+
+
+def train_and_evaluate(config: Config, out_dir: str | Path, resume: bool = False,
+                       devices=None, progress: bool = True) -> dict:
+    """Meta-trains `config.algo`, evaluates it on the test split and writes `summary.json`."""
+    if config.algo == "l2o":  # the learned optimiser is not an episodic learner
+        from metajax.l2o.meta_train import train_and_evaluate_l2o
+
+        return train_and_evaluate_l2o(config, out_dir, resume=resume, progress=progress)
+    start = time.time()
+    out_dir = prepare_run_dir(config, out_dir, resume)
     sources, split_info = task_sources(config)
     learner = build_learner(config, phase="train")
     test_learner = build_learner(config, phase="test")

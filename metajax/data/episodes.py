@@ -54,11 +54,19 @@ def sample_episode(key: PRNGKey, images: Array, ways: int, shots: int, queries: 
     """
     images = jnp.asarray(images)
     check_episode_shape(images.shape, ways, shots, queries)
-    n_classes, n_drawings = images.shape[:2]
     k_classes, k_drawings = jax.random.split(key)
-    classes = jax.random.choice(k_classes, n_classes, (ways,), replace=False)
+    classes = jax.random.choice(k_classes, images.shape[0], (ways,), replace=False)
+    return episode_from_classes(k_drawings, images, classes, shots, queries)
+
+
+def episode_from_classes(key: PRNGKey, images: Array, classes: Array, shots: int,
+                         queries: int) -> Task:
+    """The episode of the given `classes` (label i = `classes[i]`): per class, `shots + queries`
+    distinct drawings drawn with `key`, the first `shots` for the support set, the rest for the query
+    set. Samplers that choose classes differently (within one alphabet, say) share this part."""
+    ways, n_drawings = classes.shape[0], images.shape[1]
     picks = jax.vmap(lambda k: jax.random.permutation(k, n_drawings)[: shots + queries])(
-        jax.random.split(k_drawings, ways)
+        jax.random.split(key, ways)
     )
     x = to_float(images[classes[:, None], picks])  # [N, K+Q, H, W, C]
     labels = jnp.broadcast_to(jnp.arange(ways, dtype=jnp.int32)[:, None], (ways, shots + queries))

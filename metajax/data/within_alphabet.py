@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from metajax.data.episodes import check_episode_shape, to_float
+from metajax.data.episodes import check_episode_shape, episode_from_classes
 from metajax.data.omniglot import Omniglot
 from metajax.types import Array, PRNGKey, Task
 
@@ -61,19 +61,7 @@ def sample_within_alphabet_episode(key: PRNGKey, images: Array, alphabet_of_clas
     scores = jnp.where(alphabet_of_class == alphabet,
                        jax.random.uniform(k_classes, alphabet_of_class.shape), -1.0)
     _, classes = jax.lax.top_k(scores, ways)
-    n_drawings = images.shape[1]
-    picks = jax.vmap(lambda k: jax.random.permutation(k, n_drawings)[: shots + queries])(
-        jax.random.split(k_drawings, ways))
-    x = to_float(images[classes[:, None], picks])  # [N, K+Q, H, W, C]
-    labels = jnp.broadcast_to(jnp.arange(ways, dtype=jnp.int32)[:, None], (ways, shots + queries))
-    feature_shape = images.shape[2:]
-    return Task(
-        support_x=x[:, :shots].reshape((ways * shots, *feature_shape)),
-        support_y=labels[:, :shots].reshape(-1),
-        query_x=x[:, shots:].reshape((ways * queries, *feature_shape)),
-        query_y=labels[:, shots:].reshape(-1),
-        num_classes=ways,
-    )
+    return episode_from_classes(k_drawings, images, classes, shots, queries)
 
 
 def within_alphabet_sampler(alphabet_of_class, ways: int, shots: int, queries: int):

@@ -345,19 +345,10 @@ def train_and_evaluate_l2o(config, out_dir: str | Path, resume: bool = False,
     """What `metajax train l2o` runs: meta-train, save the optimiser, compare it with SGD, NAG,
     RMSprop and Adam (learning rates tuned on training problems) on held-out problems, and write
     `summary.json` (`final_loss`, `baselines`, mean curves)."""
-    from metajax.experiment import machine_info
+    from metajax.experiment import machine_info, prepare_run_dir
 
     start = time.time()
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    config_path = out_dir / "config.json"
-    if resume and config_path.exists():
-        saved = json.loads(config_path.read_text())
-        if saved != config.to_dict():
-            changed = sorted(k for k in saved if saved[k] != config.to_dict().get(k))
-            raise ValueError(f"--resume with a different configuration (changed: {changed}); "
-                             f"use the same flags as the original run")
-    config_path.write_text(json.dumps(config.to_dict(), indent=2))
+    out_dir = prepare_run_dir(config, out_dir, resume)
     family, train_data, test_data = family_and_data(config)
     state, stats = meta_train(config, family, train_data, out_dir, resume, progress)
     net = make_net(config)
