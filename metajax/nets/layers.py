@@ -32,10 +32,15 @@ class BatchNorm(nn.Module):
 def max_pool_2x2(x: jax.Array) -> jax.Array:
     """2x2 max-pool, stride 2, VALID padding, on `[..., H, W, C]`.
 
-    Written as reshape + max rather than `reduce_window`: the forward result is identical, and XLA:CPU
-    differentiates it several times faster (measured: conv4 fwd+bwd on 360 images 0.47 s vs 0.72 s).
+    Written as the elementwise maximum of the four strided sub-grids rather than `reduce_window`:
+    the forward result is identical and XLA:CPU differentiates it faster (measured: conv4 fwd+bwd
+    on 180 images 0.46 s vs 0.74 s with `flax.linen.max_pool`). Not as reshape + `max` over two
+    axes: with jax 0.10.2, `vmap` of a second-order gradient through that reduction differs from
+    the per-example result (by 0.65 in float64 on a small MAML test), while this form matches.
     """
-    *lead, h, w, c = x.shape
-    h2, w2 = h // 2, w // 2
-    x = x[..., : 2 * h2, : 2 * w2, :]
-    return x.reshape((*lead, h2, 2, w2, 2, c)).max(axis=(-4, -2))
+    *_, h, w, _ = x.shape
+    x = x[..., : 2 * (h // 2), : 2 * (w // 2), :]
+    return jnp.maximum(
+        jnp.maximum(x[..., 0::2, 0::2, :], x[..., 0::2, 1::2, :]),
+        jnp.maximum(x[..., 1::2, 0::2, :], x[..., 1::2, 1::2, :]),
+    )
