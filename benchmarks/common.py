@@ -26,3 +26,50 @@ def write_results(name: str, payload: dict, table: str) -> Path:
           f"jax {machine.get('jax', '?')}\n\n{table}\n")
     (RESULTS / f"{name}.md").write_text(md)
     return RESULTS / f"{name}.json"
+
+
+def train_then_score(config, run_dir: Path, episodes: int, paper: dict, goal: dict,
+                     progress: bool, test_ways=(5, 20)) -> list[dict]:
+    """Trains `config` once (resuming a run left in `run_dir`), then scores it at each of
+    `test_ways` (the first from the run's own test, the others with `evaluate_run`). One row per
+    setting, accuracy and CI in percent, with `paper[(ways, shots)]` and `goal[(ways, shots)]`."""
+    from metajax.experiment import evaluate_run, train_and_evaluate
+
+    start = time.time()
+    summary = train_and_evaluate(config, run_dir, resume=(run_dir / "checkpoints").exists(),
+                                 progress=progress)
+    rows = []
+    for ways in test_ways:
+        t0 = time.time()
+        own = ways == config.ways
+        r = summary if own else evaluate_run(run_dir, ways=ways, shots=config.shots,
+                                             episodes=episodes, progress=progress)
+        setting = (ways, config.shots)
+        rows.append({
+            "algo": config.algo, "ways": ways, "shots": config.shots,
+            "accuracy": 100 * r["accuracy"], "ci95": 100 * r["ci95"], "episodes": r["episodes"],
+            "paper": paper.get(setting), "goal": goal.get(setting),
+            "train_steps": config.steps, "train_time_s": round(summary["train_wall_time_s"], 1),
+            "eval_time_s": None if own else round(time.time() - t0, 1),
+            "run_wall_time_s": round(time.time() - start, 1),
+            "steps_per_s": summary["steps_per_s"], "config": summary["config"],
+            "split": summary["split"],
+        })
+    return rows
+
+
+def goal_cell(value: float, goal: float | None) -> str:
+    """`>= goal met` / `>= goal NOT met`, or empty where there is no goal."""
+    if goal is None:
+        return ""
+    return f">= {goal} {'met' if value >= goal else 'NOT met'}"
+
+
+def report(name: str, rows: list[dict], lines: list[str]) -> None:
+    """Prints the table and writes it with the rows and the machine to `results/<name>.*`."""
+    from metajax.experiment import machine_info
+
+    table = "\n".join(lines)
+    print(table)
+    path = write_results(name, {"machine": machine_info(), "results": rows}, table)
+    print(f"results written to {path}")

@@ -14,15 +14,13 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import write_results  # noqa: E402
+from common import goal_cell, report, train_then_score  # noqa: E402
 
 from metajax.config import make_config  # noqa: E402
-from metajax.experiment import evaluate_run, machine_info, train_and_evaluate  # noqa: E402
 
 # (ways, shots) -> accuracy (%) in the papers (REFERENCE_RESULTS.md)
 PAPER = {
@@ -51,39 +49,16 @@ def main() -> None:
     for algo in args.algos:
         config = make_config(algo, args.full_protocol, ways=5, shots=1, steps=args.steps,
                              seed=args.seed, eval_episodes=args.episodes)
-        run_dir = Path(args.out) / algo
-        start = time.time()
-        summary = train_and_evaluate(config, run_dir, resume=(run_dir / "checkpoints").exists(),
-                                     progress=not args.no_progress)
-        for ways in (5, 20):
-            t0 = time.time()
-            r = (summary if ways == 5 else
-                 evaluate_run(run_dir, ways=ways, shots=1, episodes=args.episodes,
-                              progress=not args.no_progress))
-            rows.append({
-                "algo": algo, "ways": ways, "shots": 1, "accuracy": 100 * r["accuracy"],
-                "ci95": 100 * r["ci95"], "episodes": r["episodes"],
-                "paper": PAPER[algo].get((ways, 1)), "goal": GOAL.get(algo, {}).get((ways, 1)),
-                "train_steps": config.steps, "train_time_s": round(summary["train_wall_time_s"], 1),
-                "eval_time_s": round(time.time() - t0, 1) if ways != 5 else None,
-                "run_wall_time_s": round(time.time() - start, 1),
-                "steps_per_s": summary["steps_per_s"], "config": summary["config"],
-                "split": summary["split"],
-            })
+        rows += train_then_score(config, Path(args.out) / algo, args.episodes, PAPER[algo],
+                                 GOAL.get(algo, {}), progress=not args.no_progress)
 
     lines = ["| learner | setting | ours (%) | 95% CI | paper (%) | goal | train steps | "
              "train time (s) |", "|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        goal = "" if r["goal"] is None else (
-            f">= {r['goal']} {'met' if r['accuracy'] >= r['goal'] else 'NOT met'}")
         lines.append(f"| {r['algo']} | {r['ways']}-way {r['shots']}-shot | {r['accuracy']:.2f} | "
-                     f"±{r['ci95']:.2f} | {r['paper']} | {goal} | {r['train_steps']} | "
-                     f"{r['train_time_s']:.0f} |")
-    table = "\n".join(lines)
-    print(table)
-    path = write_results(args.name, {"machine": machine_info(), "results": rows}, table)
-    print(f"results written to {path}")
-
+                     f"±{r['ci95']:.2f} | {r['paper']} | {goal_cell(r['accuracy'], r['goal'])} | "
+                     f"{r['train_steps']} | {r['train_time_s']:.0f} |")
+    report(args.name, rows, lines)
 
 if __name__ == "__main__":
     main()

@@ -21,13 +21,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import write_results  # noqa: E402
+from common import report  # noqa: E402
 
 from metajax.config import make_config  # noqa: E402
 from metajax.data.omniglot import load_omniglot  # noqa: E402
 from metajax.data.runs import load_runs, score_runs  # noqa: E402
 from metajax.data.within_alphabet import evaluation_alphabets, within_alphabet_sampler  # noqa: E402
-from metajax.experiment import load_params, machine_info, train_and_evaluate  # noqa: E402
+from metajax.experiment import load_params, train_and_evaluate  # noqa: E402
 from metajax.learners import build_learner  # noqa: E402
 from metajax.training import evaluate  # noqa: E402
 
@@ -92,10 +92,7 @@ def main() -> None:
         lines.append(f"| {r['algo']} | {r['accuracy']:.2f} | ±{r['ci95']:.2f} | {r['error']:.2f} | "
                      f"{official} | {paper} | {r['any_alphabet_20w1s_accuracy']:.2f} | "
                      f"{r['train_steps']} | {r['train_time_s']:.0f} |")
-    table = "\n".join(lines)
-    print(table)
-    path = write_results(args.name, {"machine": machine_info(), "results": rows}, table)
-    print(f"results written to {path}")
+    report(args.name, rows, lines)
 
 
 if __name__ == "__main__":
