@@ -268,7 +268,7 @@ def _manager(out_dir: Path) -> ocp.CheckpointManager:
 def meta_train(config, family: TaskFamily, data: Any, out_dir: str | Path, resume: bool = False,
                progress: bool = True) -> tuple[MetaState, dict]:
     """Meta-trains for `config.steps` runs; orbax checkpoints, `metrics.jsonl`, progress bar."""
-    from metajax.training.trainer import CheckpointExists, TrainingDiverged
+    from metajax.training.trainer import CheckpointExists, TrainingDiverged, trim_metrics
 
     out_dir = Path(out_dir)
     net = make_net(config)
@@ -284,10 +284,7 @@ def meta_train(config, family: TaskFamily, data: Any, out_dir: str | Path, resum
     if latest is not None:
         target = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
         state = manager.restore(latest, args=ocp.args.StandardRestore(target))
-        if metrics_path.exists():
-            kept = [x for x in metrics_path.read_text().splitlines()
-                    if x.strip() and json.loads(x)["step"] <= latest]
-            metrics_path.write_text("".join(x + "\n" for x in kept))
+        trim_metrics(metrics_path, latest)
     elif metrics_path.exists():
         metrics_path.unlink()
     step_fn = make_meta_step(net, family, meta_optimizer, optimizees=config.meta_batch,

@@ -131,7 +131,7 @@ def restore_state(out_dir: Path, abstract: TrainState, step: int | None = None) 
     return state
 
 
-def _trim_metrics(path: Path, last_step: int) -> None:
+def trim_metrics(path: Path, last_step: int) -> None:
     """Drops metric lines written after the checkpoint we resume from (a killed run's tail)."""
     if not path.exists():
         return
@@ -183,7 +183,7 @@ def train(learner: Learner, optimizer: optax.GradientTransformation, sample: Sam
     if latest is not None:
         target = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
         state = manager.restore(latest, args=ocp.args.StandardRestore(target))
-        _trim_metrics(metrics_path, latest)
+        trim_metrics(metrics_path, latest)
     elif metrics_path.exists():
         metrics_path.unlink()
     state = jax.device_put(state, rep)
