@@ -5,7 +5,7 @@ from __future__ import annotations
 import flax.linen as nn
 import jax
 
-from metajax.nets.layers import BatchNorm, max_pool_2x2
+from metajax.nets.layers import BatchNorm, Conv, max_pool_2x2
 
 
 class Conv4(nn.Module):
@@ -27,6 +27,7 @@ class Conv4(nn.Module):
     depth: int = 4
     num_outputs: int | None = None
     downsample: str = "maxpool"
+    conv: str = "im2col"
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -36,7 +37,7 @@ class Conv4(nn.Module):
             raise ValueError(f"Conv4 expects [batch, H, W, C] inputs, got shape {x.shape}")
         stride = 2 if self.downsample == "stride" else 1
         for _ in range(self.depth):
-            x = nn.Conv(self.width, (3, 3), strides=stride, padding="SAME")(x)
+            x = Conv(self.width, (3, 3), strides=stride, padding="SAME", impl=self.conv)(x)
             x = BatchNorm()(x)
             x = nn.relu(x)
             if self.downsample == "maxpool":
