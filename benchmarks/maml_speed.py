@@ -317,7 +317,8 @@ def metajax_time(job: dict) -> dict:
         return metrics
 
     result = time_steps(run, jax.block_until_ready, warmup=job["warmup"],
-                        repeats=job["repeats"], first_call_s=compile_s)
+                        repeats=job["repeats"], min_seconds=job.get("min_seconds", 0.0),
+                        first_call_s=compile_s)
     result.update({
         "aot_compile_s": compile_s,
         "xla_gflop": float(cost.get("flops", float("nan"))) / 1e9 if cost else None,
@@ -422,6 +423,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--outer-lr", type=float, default=1e-3, help="Adam learning rate")
     p.add_argument("--width", type=int, default=64, help="conv4 filters")
     p.add_argument("--repeats", type=int, default=5, help="timed meta-steps per implementation")
+    p.add_argument("--min-seconds", type=float, default=2.0,
+                   help="time more than --repeats steps until they add up to this (fast steps)")
     p.add_argument("--warmup", type=int, default=1, help="untimed steps after the first call")
     p.add_argument("--impls", default=DEFAULT_IMPLS,
                    help=f"comma-separated, from {', '.join(IMPLS)}; 'none' for no timing")
@@ -454,6 +457,7 @@ def job_base(args, workdir: Path, tag: str) -> dict:
             "shots": args.shots, "queries": args.queries, "inner_steps": args.inner_steps,
             "inner_lr": args.inner_lr, "outer_lr": args.outer_lr, "width": args.width,
             "seed": args.seed, "warmup": args.warmup, "repeats": args.repeats,
+            "min_seconds": args.min_seconds,
             "metajax_step": args.metajax_step, "out": str(workdir / f"{tag}.json")}
 
 
@@ -650,7 +654,7 @@ def markdown(payload: dict) -> str:
         cells = [f"{r['median_s']:.4f}", f"{r['min_s']:.4f}", f"{r['max_s']:.4f}",
                  f"{r['tasks_per_s']:.1f}", speedup, f"{r['compile_s']:.1f}",
                  f"{r['maxrss_mb']:.0f}", f"{r['user_s']:.3f}", f"{r['sys_s']:.3f}",
-                 f"{r['xla_gflop']:.1f}" if r.get("xla_gflop") is not None else "",
+                 f"{r['xla_gflop']:.3g}" if r.get("xla_gflop") is not None else "",
                  f"{100 * r['peak_fraction']:.1f}" if r.get("peak_fraction") is not None else ""]
         lines.append(head + " " + " | ".join(cells) + " |")
     lines.append("")
@@ -732,7 +736,6 @@ def main(argv=None) -> None:
     with tempfile.TemporaryDirectory(prefix="maml_speed_") as tmp:
         workdir = Path(tmp)
         driver = Driver(args, workdir)
-        driver.machine = machine()
         if args.dump_grad:
             if args.workload == "B":
                 raise SystemExit("--dump-grad exports workload A (conv4); drop --workload B")
@@ -748,6 +751,7 @@ def main(argv=None) -> None:
                   f"{res['meta_loss']['2']:.12g})")
         if not impls and not args.scaling:
             return
+        driver.machine = machine()
         peers = [i for i in impls if i != "metajax"]
         versions = {"metajax_python": sys.version.split()[0]}
         import jax
@@ -773,7 +777,8 @@ def main(argv=None) -> None:
         "date": time.strftime("%Y-%m-%d %H:%M"),
         "settings": {**{k: getattr(args, k) for k in (
             "workload", "order", "inner_steps", "meta_batch", "ways", "shots", "queries",
-            "inner_lr", "outer_lr", "width", "repeats", "warmup", "seed", "check_meta_batch",
+            "inner_lr", "outer_lr", "width", "repeats", "min_seconds", "warmup", "seed",
+            "check_meta_batch",
             "metajax_step")}, "description": describe(args), "check_rtol": CHECK_RTOL},
         "allocator_env": ALLOCATOR_ENV, "notes": notes,
         "results": rows, "ratios": ratio_rows(rows),

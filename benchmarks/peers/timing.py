@@ -13,14 +13,17 @@ from collections.abc import Callable
 
 
 def time_steps(step: Callable[[], object], sync: Callable[[object], object], *, warmup: int,
-               repeats: int, first_call_s: float | None = None) -> dict:
+               repeats: int, min_seconds: float = 0.0, max_repeats: int = 10000,
+               first_call_s: float | None = None) -> dict:
     """Times `repeats` calls of `step` after a first call and `warmup` more.
 
     Args:
       step: one meta-step (gradient and optimiser update); returns something `sync` waits on.
       sync: blocks until the step's result is computed (`jax.block_until_ready`, or a no-op).
       warmup: untimed calls after the first one.
-      repeats: timed calls.
+      repeats: timed calls (at least).
+      min_seconds: keep timing until the timed calls add up to this many seconds (fast steps),
+        up to `max_repeats` calls.
       first_call_s: seconds already spent compiling (ahead-of-time compile); added to the first
         call's time.
 
@@ -36,7 +39,7 @@ def time_steps(step: Callable[[], object], sync: Callable[[object], object], *, 
         sync(step())
     times = []
     before = resource.getrusage(resource.RUSAGE_SELF)
-    for _ in range(repeats):
+    while len(times) < repeats or (sum(times) < min_seconds and len(times) < max_repeats):
         t0 = time.perf_counter()
         sync(step())
         times.append(time.perf_counter() - t0)
@@ -45,8 +48,9 @@ def time_steps(step: Callable[[], object], sync: Callable[[object], object], *, 
     system = after.ru_stime - before.ru_stime
     return {
         "median_s": statistics.median(times), "min_s": min(times), "max_s": max(times),
-        "times_s": times, "compile_s": first, "repeats": repeats, "warmup": warmup,
-        "user_s": user / repeats, "sys_s": system / repeats,
+        "times_s": times if len(times) <= 100 else times[:100], "compile_s": first,
+        "repeats": len(times), "warmup": warmup,
+        "user_s": user / len(times), "sys_s": system / len(times),
         "user_total_s": user, "sys_total_s": system,
         "maxrss_mb": after.ru_maxrss / 1024,
     }

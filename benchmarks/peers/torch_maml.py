@@ -114,7 +114,7 @@ def versions() -> dict:
            "numpy": np.__version__, "python": sys.version.split()[0]}
     note = torchvision_stand_in()
     if note:
-        out["torchvision"] = "stand-in: " + note
+        out["torchvision"] = note
     for name in ("learn2learn", "higher"):
         try:
             importlib.import_module(name)
@@ -502,7 +502,8 @@ def run_job(job: dict) -> dict:
         for p in meta_step.parameters():
             p.grad = torch.zeros_like(p)
         result.update(time_steps(lambda: meta_step.step(data), lambda _: None,
-                                 warmup=job["warmup"], repeats=job["repeats"]))
+                                 warmup=job["warmup"], repeats=job["repeats"],
+                                 min_seconds=job.get("min_seconds", 0.0)))
     result["threads"] = torch.get_num_threads()
     return result
 
