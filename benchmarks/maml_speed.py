@@ -438,6 +438,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--scaling", action="store_true",
                    help="metajax rows for meta-batch 1,4,16,32,64, inner steps 1,2,5,10 and "
                         "1 and 2 forced CPU devices")
+    p.add_argument("--scaling-meta-batches", default=",".join(map(str, SCALING_META_BATCH)))
+    p.add_argument("--scaling-inner-steps", default=",".join(map(str, SCALING_INNER_STEPS)))
+    p.add_argument("--scaling-devices", default=",".join(map(str, SCALING_DEVICES)))
     p.add_argument("--peer-python", default=str(ROOT / ".venv-peers/bin/python"))
     p.add_argument("--json", default=None, help="also write the JSON here")
     p.add_argument("--results-dir", default=str(ROOT / "benchmarks/results"))
@@ -584,9 +587,10 @@ class Driver:
         forced CPU devices, order 2 (workload A shapes)."""
         a = self.args
         rows = []
-        settings = [(t, 1, 1) for t in SCALING_META_BATCH]
-        settings += [(a.meta_batch, k, 1) for k in SCALING_INNER_STEPS]
-        settings += [(a.meta_batch, a.inner_steps, d) for d in SCALING_DEVICES]
+        ints = lambda text: [int(v) for v in text.split(",") if v]  # noqa: E731
+        settings = [(t, 1, 1) for t in ints(a.scaling_meta_batches)]
+        settings += [(a.meta_batch, k, 1) for k in ints(a.scaling_inner_steps)]
+        settings += [(a.meta_batch, a.inner_steps, d) for d in ints(a.scaling_devices)]
         for tasks, steps, devices in dict.fromkeys(settings):
             params, episode = self.problem_files(tasks, np.float32, f"scale_{tasks}")
             job = {**job_base(a, self.workdir, f"scale_{tasks}_{steps}_{devices}"),
