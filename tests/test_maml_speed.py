@@ -183,3 +183,25 @@ def test_dump_matches_torch_reference(dump, tmp_path):
         keys = sorted(k for k in ref if k != "meta_loss")
         a, b = flat(grads, [f"order{order}/{k}" for k in keys]), flat(ref, keys)
         assert np.linalg.norm(a - b) / np.linalg.norm(b) < 1e-9
+
+
+def test_hlo_flops_counts_loop_bodies_by_trip_count():
+    """Convolution FLOPs: equal to XLA's cost analysis without loops (2 x out x window x in,
+    padding taps excluded), and T times one body's inside `lax.map` over T (where XLA's own
+    count stays at one body)."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from hlo_flops import hlo_flops
+
+    def conv(x, k):
+        return jax.lax.conv_general_dilated(x, k, (1, 1), "SAME",
+                                            dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+    x, k = jnp.ones((2, 6, 6, 3)), jnp.ones((3, 3, 3, 4))
+    single = jax.jit(conv).lower(x, k).compile()
+    # valid taps per output row/column of a 3-tap SAME window on 6 positions: 2 + 3 * 4 + 2 = 16
+    expected = 2 * 2 * 16 * 16 * 3 * 4
+    assert hlo_flops(single.as_text()) == expected
+    assert single.cost_analysis()["flops"] == pytest.approx(expected, rel=0.01)
+    xs = jnp.ones((5, 2, 6, 6, 3))
+    mapped = jax.jit(lambda xs: jax.lax.map(lambda x: conv(x, k), xs)).lower(xs).compile()
+    assert hlo_flops(mapped.as_text()) == 5 * expected
