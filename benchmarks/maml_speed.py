@@ -309,12 +309,16 @@ def metajax_time(job: dict) -> dict:
     cost = cost[0] if isinstance(cost, list | tuple) else cost
     memory = compiled.memory_analysis()
 
+    losses = []
+
     def run():
         out, metrics = compiled(*args)
         if isinstance(out, tuple):  # (params, opt_state) of the grad step
             args[0], args[1] = out
         else:  # the trainer's TrainState
             args[0] = out
+        if not losses:
+            losses.append(metrics["loss"])
         return metrics
 
     result = time_steps(run, jax.block_until_ready, warmup=job["warmup"],
@@ -327,6 +331,7 @@ def metajax_time(job: dict) -> dict:
         "xla_gflop": hlo_flops(compiled.as_text()) / 1e9,
         "xla_cost_analysis_gflop": float(cost.get("flops", float("nan"))) / 1e9 if cost else None,
         "xla_temp_mb": memory.temp_size_in_bytes / 2**20 if memory else None,
+        "first_step_loss": float(losses[0]),
         "devices": len(jax.devices()), "task_map": config.task_map,
         "metajax_step": job.get("metajax_step", "train"),
         "config": {k: v for k, v in config.to_dict().items() if k in (
@@ -575,6 +580,7 @@ class Driver:
             "median_s", "min_s", "max_s", "compile_s", "maxrss_mb", "sys_s", "user_s",
             "user_total_s", "sys_total_s", "times_s", "repeats", "warmup", "threads", "notes",
             "xla_gflop", "xla_cost_analysis_gflop", "xla_temp_mb", "aot_compile_s", "task_map",
+            "first_step_loss",
             "metajax_step", "config")
             if k in res})
         row["status"] = "ok"
@@ -609,6 +615,13 @@ class Driver:
             row = self.row("metajax", 2, steps, tasks, False, res, None, devices)
             row["scaling"] = True
             rows.append(row)
+        # the same seed draws the same tasks: the first step's loss must not depend on devices
+        by_devices = [r for r in rows if r.get("first_step_loss") is not None
+                      and (r["meta_batch"], r["inner_steps"]) == (a.meta_batch, a.inner_steps)]
+        if len(by_devices) > 1:
+            base = by_devices[0]["first_step_loss"]
+            for r in by_devices:
+                r["same_loss_as_1_device"] = abs(r["first_step_loss"] - base) <= 1e-5 * abs(base)
         return rows
 
 
@@ -678,6 +691,11 @@ def markdown(payload: dict) -> str:
         else:
             lines.append(f"- order {q['order']}, {q['inner_steps']} inner step(s): no correct "
                          "peer timed")
+    for r in rows:
+        if "same_loss_as_1_device" in r and r["devices"] > 1:
+            lines.append(f"- {r['devices']} forced CPU devices: first-step loss "
+                         f"{'equal to' if r['same_loss_as_1_device'] else 'DIFFERENT from'} "
+                         "1 device's (rel 1e-5)")
     for impl, notes in payload.get("notes", {}).items():
         lines += [f"- note ({impl}): {n}" for n in notes]
     return "\n".join(lines)
