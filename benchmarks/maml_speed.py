@@ -781,9 +781,13 @@ def main(argv=None) -> None:
         driver.machine = machine()
         peers = [i for i in impls if i != "metajax"]
         versions = {"metajax_python": sys.version.split()[0]}
+        import flax
         import jax
+        import optax
 
-        versions["jax"] = jax.__version__
+        versions.update({"jax": jax.__version__, "jaxlib": getattr(jax.lib, "__version__", None),
+                         "flax": flax.__version__, "optax": optax.__version__,
+                         "numpy": np.__version__})
         if peers:
             versions.update(peer_versions(args.peer_python))
         checks = {} if args.no_check else driver.check(impls, orders, variants)
