@@ -1,0 +1,840 @@
+"""MAML meta-step speed: metajax against learn2learn, higher, torch.func and plain PyTorch, timed
+side by side in one run (issue 12). Every figure to quote is a ratio from one run on one machine.
+
+Each implementation runs in a fresh process per order (same seed, weights and episode, generated
+once with numpy and passed as .npz files; the same allocator settings), is first checked in float64
+against a float64 PyTorch reference (relative error of the whole meta-gradient) and is then timed
+after warm-up over `--repeats` meta-steps (meta-gradient + one Adam step).
+
+    bash benchmarks/peers/install.sh        # once: the PyTorch peers in .venv-peers
+    python benchmarks/maml_speed.py --workload A --order both --inner-steps 1 --repeats 5
+    python benchmarks/maml_speed.py --workload B --inner-steps 5
+    python benchmarks/maml_speed.py --workload C                     # 10 inner steps, remat or not
+    python benchmarks/maml_speed.py --meta-batch 2 --repeats 2 --impls metajax,torch   # a smoke run
+    python benchmarks/maml_speed.py --dump-grad /tmp/maml_dump --impls none   # float64 export only
+
+Workloads: A, conv4 MAML on 28x28x1 5-way 1-shot episodes (15 queries per class, meta-batch 32,
+inner SGD lr 0.4); B, sinusoid MAML with the MLP 1-40-40-1 (10 support and 10 query points,
+meta-batch 25, inner lr 0.01, order 2); C, A at 10 inner steps and order 2, metajax with and
+without remat. `--scaling` adds metajax rows over meta-batch, inner steps and forced CPU devices.
+
+metajax goes through the library's public path only (`make_config`, `build_learner`,
+`make_train_step` or `meta_gradient` + optax), so speed-ups inside the library are measured as-is.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+sys.path.insert(0, str(ROOT / "benchmarks" / "peers"))
+from timing import time_steps  # noqa: E402
+
+PEERS = ("learn2learn", "higher", "torchfunc", "torch", "torchfunc-bn")
+IMPLS = ("metajax",) + PEERS
+DEFAULT_IMPLS = "metajax,learn2learn,higher,torchfunc,torch"
+# glibc: keep freed memory in the process (no mmap for big blocks, no trimming), so that a step
+# does not spend its time in page faults; set identically in every timed process.
+ALLOCATOR_ENV = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": str(64 * 2**30)}
+CHECK_RTOL = 1e-9  # float64 implementations that are right agree to ~1e-12
+
+WORKLOADS = {
+    "A": dict(ways=5, shots=1, queries=15, meta_batch=32, inner_steps=1, inner_lr=0.4,
+              order="both"),
+    "B": dict(ways=1, shots=10, queries=10, meta_batch=25, inner_steps=1, inner_lr=0.01,
+              order="2"),
+    "C": dict(ways=5, shots=1, queries=15, meta_batch=32, inner_steps=10, inner_lr=0.4,
+              order="2"),
+}
+SCALING_META_BATCH = (1, 4, 16, 32, 64)
+SCALING_INNER_STEPS = (1, 2, 5, 10)
+SCALING_DEVICES = (1, 2)
+
+
+# --- the machine --------------------------------------------------------------------------------
+
+def cpu_info() -> dict:
+    """CPU model, vendor, family/model, flags, cores and clock from /proc/cpuinfo and lscpu."""
+    info: dict = {"flags": [], "cores": os.cpu_count()}
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        text = ""
+    first = text.split("\n\n")[0]
+    for line in first.splitlines():
+        key, _, value = line.partition(":")
+        key, value = key.strip(), value.strip()
+        if key == "model name":
+            info["model"] = value
+        elif key == "vendor_id":
+            info["vendor"] = value
+        elif key == "cpu family":
+            info["family"] = int(value)
+        elif key == "model":
+            info["model_number"] = int(value)
+        elif key == "cpu MHz":
+            info["mhz_cpuinfo"] = float(value)
+        elif key == "flags":
+            info["flags"] = value.split()
+    try:
+        lscpu = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
+        for line in lscpu.splitlines():
+            key, _, value = line.partition(":")
+            key, value = key.strip(), value.strip()
+            if key == "CPU max MHz":
+                info["mhz_max"] = float(value)
+            elif key in ("Core(s) per socket", "Socket(s)", "Thread(s) per core"):
+                info[key.lower().replace("(s)", "s").replace(" ", "_")] = int(value)
+    except (OSError, subprocess.SubprocessError, ValueError):
+        pass
+    return info
+
+
+def peak_flops(cpu: dict) -> dict:
+    """The machine's peak fp32 FLOP/s: physical cores x FMA pipes x SIMD fp32 lanes x 2 x clock.
+
+    Assumptions (stated in the result): 2 FMA pipes per core on every x86 core considered; AMD Zen 4
+    (family 25 with AVX-512) executes AVX-512 as 2 x 256 bit, so 8 fp32 lanes per pipe; Zen 5
+    (family 26) has a full 512-bit datapath, 16 lanes; Intel with AVX-512F 16 lanes; AVX2/FMA 8
+    lanes; otherwise SSE, 4 lanes. Clock: lscpu's max MHz if given, else /proc/cpuinfo's MHz (under
+    a hypervisor, the nominal clock; turbo is not counted).
+    """
+    flags = set(cpu.get("flags", []))
+    vendor, family = cpu.get("vendor", ""), cpu.get("family", 0)
+    if vendor == "AuthenticAMD" and family == 25 and "avx512f" in flags:
+        arch, lanes = "AMD Zen 4: AVX-512 executed as 2 x 256-bit", 8
+    elif vendor == "AuthenticAMD" and family >= 26 and "avx512f" in flags:
+        arch, lanes = "AMD Zen 5: full 512-bit datapath", 16
+    elif "avx512f" in flags:
+        arch, lanes = "AVX-512 (512-bit FMA)", 16
+    elif "avx2" in flags and "fma" in flags:
+        arch, lanes = "AVX2 + FMA (256-bit)", 8
+    else:
+        arch, lanes = "SSE (128-bit), no FMA assumed", 4
+    pipes = 2
+    fma = 2 if "fma" in flags else 1
+    threads_per_core = cpu.get("threads_per_core", 1) or 1
+    cores = max(1, (cpu.get("cores") or 1) // threads_per_core)
+    mhz = cpu.get("mhz_max") or cpu.get("mhz_cpuinfo") or 0.0
+    flops = cores * pipes * lanes * fma * mhz * 1e6
+    clock = "lscpu max" if cpu.get("mhz_max") else "/proc/cpuinfo"
+    return {"peak_gflops": flops / 1e9, "cores": cores, "fma_pipes": pipes, "fp32_lanes": lanes,
+            "flops_per_fma": fma, "clock_mhz": mhz,
+            "assumptions": f"{arch}; {pipes} FMA pipes per core; cores = logical CPUs / threads "
+                           f"per core; clock {mhz} MHz ({clock}), no turbo"}
+
+
+def machine() -> dict:
+    from metajax.experiment import machine_info
+
+    cpu = cpu_info()
+    return {**machine_info(), "cpu_model": cpu.get("model"), "cpu_vendor": cpu.get("vendor"),
+            "cpu_family": cpu.get("family"), "cpu_model_number": cpu.get("model_number"),
+            "cores": cpu.get("cores"), "flags": " ".join(cpu.get("flags", [])),
+            "peak": peak_flops(cpu), "platform": platform.platform()}
+
+
+# --- shared weights and episodes (numpy) --------------------------------------------------------
+
+def conv4_params(rng: np.random.Generator, ways: int, width: int = 64, depth: int = 4,
+                 size: int = 28, channels: int = 1) -> dict:
+    """conv4 parameters in flax's names and layouts (`flatten_dict(params, sep="/")`): lecun-normal
+    kernels; biases and batch-norm scale/bias perturbed from their init so every gradient is
+    generic."""
+    params, cin, side = {}, channels, size
+    for i in range(depth):
+        params[f"Conv_{i}/kernel"] = rng.normal(0, (9 * cin) ** -0.5, (3, 3, cin, width))
+        params[f"Conv_{i}/bias"] = rng.normal(0, 0.05, width)
+        params[f"BatchNorm_{i}/scale"] = 1 + rng.normal(0, 0.1, width)
+        params[f"BatchNorm_{i}/bias"] = rng.normal(0, 0.1, width)
+        cin, side = width, side // 2
+    features = side * side * width
+    params["Dense_0/kernel"] = rng.normal(0, features ** -0.5, (features, ways))
+    params["Dense_0/bias"] = rng.normal(0, 0.05, ways)
+    return params
+
+
+def mlp_params(rng: np.random.Generator, hidden=(40, 40)) -> dict:
+    params, fan_in = {}, 1
+    for i, width in enumerate((*hidden, 1)):
+        params[f"Dense_{i}/kernel"] = rng.normal(0, fan_in ** -0.5, (fan_in, width))
+        params[f"Dense_{i}/bias"] = rng.normal(0, 0.05, width)
+        fan_in = width
+    return params
+
+
+def omniglot_like_episode(rng: np.random.Generator, tasks: int, ways: int, shots: int,
+                          queries: int, size: int = 28) -> dict:
+    """`support_x [T, N*S, size, size, 1]` in [0, 1), labels `[T, N*S]` (each class S times)."""
+    def labels(k):
+        return np.tile(np.repeat(np.arange(ways), k), (tasks, 1)).astype(np.int32)
+
+    return {"support_x": rng.random((tasks, ways * shots, size, size, 1)),
+            "support_y": labels(shots),
+            "query_x": rng.random((tasks, ways * queries, size, size, 1)),
+            "query_y": labels(queries)}
+
+
+def sinusoid_episode(rng: np.random.Generator, tasks: int, shots: int, queries: int) -> dict:
+    amplitude = rng.uniform(0.1, 5.0, (tasks, 1, 1))
+    phase = rng.uniform(0, np.pi, (tasks, 1, 1))
+    x = rng.uniform(-5, 5, (tasks, shots + queries, 1))
+    y = amplitude * np.sin(x - phase)
+    return {"support_x": x[:, :shots], "support_y": y[:, :shots],
+            "query_x": x[:, shots:], "query_y": y[:, shots:]}
+
+
+def make_problem(workload: str, seed: int, tasks: int, ways: int, shots: int, queries: int,
+                 width: int = 64) -> tuple[dict, dict]:
+    """(params, episode) in float64; the same seed gives the same weights whatever `tasks` is."""
+    rng = np.random.default_rng(seed)
+    if workload == "B":
+        params = mlp_params(rng)
+        return params, sinusoid_episode(np.random.default_rng(seed + 1), tasks, shots, queries)
+    params = conv4_params(rng, ways, width)
+    return params, omniglot_like_episode(np.random.default_rng(seed + 1), tasks, ways, shots,
+                                         queries)
+
+
+def save_npz(path: Path, arrays: dict, dtype) -> Path:
+    np.savez(path, **{k: (v.astype(dtype) if v.dtype.kind == "f" else v)
+                      for k, v in arrays.items()})
+    return path
+
+
+# --- metajax (runs in its own process) ----------------------------------------------------------
+
+def metajax_config(job: dict, order: int):
+    from metajax.config import make_config
+
+    algo = "maml" if order == 2 else "fomaml"
+    if job["workload"] == "B":
+        return make_config(algo, dataset="sinusoid", shots=job["shots"], queries=job["queries"],
+                           meta_batch=job["meta_batch"], inner_steps=job["inner_steps"],
+                           inner_lr=job["inner_lr"], remat=job.get("remat", False),
+                           lr=job["outer_lr"])
+    return make_config(algo, ways=job["ways"], shots=job["shots"], queries=job["queries"],
+                       meta_batch=job["meta_batch"], inner_steps=job["inner_steps"],
+                       inner_lr=job["inner_lr"], downsample="maxpool", width=job["width"],
+                       remat=job.get("remat", False), lr=job["outer_lr"])
+
+
+def metajax_problem(job: dict, dtype):
+    """The metajax learner, its params and the episode's tasks, from the job's .npz files."""
+    import jax.numpy as jnp
+    from flax import traverse_util
+
+    from metajax.learners import build_learner
+    from metajax.types import Task
+
+    config = metajax_config(job, job["order"])
+    learner = build_learner(config)
+    with np.load(job["params"]) as f:
+        flat = {k: jnp.asarray(f[k], dtype) for k in f.files}
+    params = {"params": traverse_util.unflatten_dict(flat, sep="/")}
+    with np.load(job["episode"]) as f:
+        ep = {k: jnp.asarray(f[k], dtype if f[k].dtype.kind == "f" else jnp.int32)
+              for k in f.files}
+    ways = job["ways"] if job["workload"] != "B" else 0
+    tasks = Task(ep["support_x"], ep["support_y"], ep["query_x"], ep["query_y"], ways)
+    return config, learner, params, tasks
+
+
+def metajax_gradient(job: dict):
+    """Meta-loss and meta-gradient (flax names) of the job's episode, float64 if x64 is enabled."""
+    import jax
+    import jax.numpy as jnp
+    from flax import traverse_util
+
+    from metajax.training.trainer import meta_gradient
+
+    dtype = jnp.float64 if jax.config.jax_enable_x64 else jnp.float32
+    config, learner, params, tasks = metajax_problem(job, dtype)
+    keys = jax.random.split(jax.random.PRNGKey(0), tasks.support_x.shape[0])
+    fn = jax.jit(lambda p: meta_gradient(learner, p, tasks, keys, task_map=config.task_map))
+    grads, metrics = fn(params)
+    flat = traverse_util.flatten_dict(grads["params"], sep="/")
+    return float(metrics["loss"]), {k: np.asarray(v, np.float64) for k, v in flat.items()}
+
+
+def metajax_time(job: dict) -> dict:
+    """Times metajax's training step: `make_train_step` (the trainer's own jitted step, with tasks
+    drawn on the device from the shared episode's tasks) or, with `metajax_step="grad"`, a jitted
+    `meta_gradient` + optax Adam on exactly the shared tasks."""
+    import jax
+    import jax.numpy as jnp
+    import optax
+
+    from metajax.training.trainer import TrainState, make_train_step, meta_gradient
+
+    config, learner, params, tasks = metajax_problem(job, jnp.float32)
+    optimizer = optax.adam(config.lr)
+    count = tasks.support_x.shape[0]
+    if job.get("metajax_step", "train") == "train":
+        def sample(key, data):
+            index = jax.random.randint(key, (), 0, count)
+            return jax.tree.map(lambda a: a[index], data)
+
+        step_fn = make_train_step(learner, optimizer, sample, config.meta_batch, job["seed"],
+                                  task_map=config.task_map)
+        state = TrainState(jnp.zeros((), jnp.int32), params, optimizer.init(params))
+        args = [state, tasks]
+    else:
+        keys = jax.random.split(jax.random.PRNGKey(0), count)
+
+        def step(p, opt_state, data):
+            grads, metrics = meta_gradient(learner, p, data, keys, task_map=config.task_map)
+            updates, opt_state = optimizer.update(grads, opt_state, p)
+            return (optax.apply_updates(p, updates), opt_state), metrics
+
+        step_fn = jax.jit(step, donate_argnums=(0, 1))
+        args = [params, optimizer.init(params), tasks]
+    t0 = time.perf_counter()
+    compiled = step_fn.lower(*args).compile()
+    compile_s = time.perf_counter() - t0
+    cost = compiled.cost_analysis()
+    cost = cost[0] if isinstance(cost, list | tuple) else cost
+    memory = compiled.memory_analysis()
+
+    losses = []
+
+    def run():
+        out, metrics = compiled(*args)
+        if isinstance(out, tuple):  # (params, opt_state) of the grad step
+            args[0], args[1] = out
+        else:  # the trainer's TrainState
+            args[0] = out
+        if not losses:
+            losses.append(metrics["loss"])
+        return metrics
+
+    result = time_steps(run, jax.block_until_ready, warmup=job["warmup"],
+                        repeats=job["repeats"], min_seconds=job.get("min_seconds", 0.0),
+                        first_call_s=compile_s)
+    from hlo_flops import hlo_flops
+
+    result.update({
+        "aot_compile_s": compile_s,
+        "xla_gflop": hlo_flops(compiled.as_text()) / 1e9,
+        "xla_cost_analysis_gflop": float(cost.get("flops", float("nan"))) / 1e9 if cost else None,
+        "xla_temp_mb": memory.temp_size_in_bytes / 2**20 if memory else None,
+        "first_step_loss": float(losses[0]),
+        "devices": len(jax.devices()), "task_map": config.task_map,
+        "metajax_step": job.get("metajax_step", "train"),
+        "config": {k: v for k, v in config.to_dict().items() if k in (
+            "algo", "ways", "shots", "queries", "meta_batch", "inner_steps", "inner_lr", "remat",
+            "task_map", "downsample", "width", "lr", "dataset")},
+    })
+    return result
+
+
+def metajax_dump(job: dict) -> dict:
+    """`--dump-grad`: params.npz, episode.npz and grads.npz (`order{o}/<key>`,
+    `order{o}/meta_loss`, o = 1, 2) of workload A, computed by metajax with jax_enable_x64."""
+    import jax
+
+    assert jax.config.jax_enable_x64, "the dump is computed in float64 (JAX_ENABLE_X64=1)"
+    out = Path(job["dump_dir"])
+    out.mkdir(parents=True, exist_ok=True)
+    with np.load(job["params"]) as f:
+        np.savez(out / "params.npz", **{k: f[k] for k in f.files})
+    with np.load(job["episode"]) as f:
+        np.savez(out / "episode.npz", **{k: f[k] for k in f.files})
+    grads = {}
+    for order in (1, 2):
+        loss, g = metajax_gradient({**job, "order": order})
+        grads[f"order{order}/meta_loss"] = np.float64(loss)
+        grads.update({f"order{order}/{k}": v for k, v in g.items()})
+    np.savez(out / "grads.npz", **grads)
+    return {"dump_dir": str(out), "meta_loss": {o: float(grads[f"order{o}/meta_loss"])
+                                                for o in (1, 2)}}
+
+
+def run_metajax_job(job: dict) -> dict:
+    import jax
+
+    result = {"impl": "metajax", "order": job.get("order"), "notes": []}
+    if job["mode"] == "check":
+        loss, grads = metajax_gradient(job)
+        np.savez(job["grads_out"], meta_loss=np.float64(loss), **grads)
+        result["meta_loss"] = loss
+    elif job["mode"] == "dump":
+        result.update(metajax_dump(job))
+    else:
+        result.update(metajax_time(job))
+    result["jax"] = jax.__version__
+    return result
+
+
+# --- the driver ---------------------------------------------------------------------------------
+
+def run_job(job: dict, python: str, script: Path, env_extra: dict, timeout: float) -> dict:
+    """Runs one job in a fresh process; returns its result, or `error` with the output's tail."""
+    env = {**os.environ, **ALLOCATOR_ENV, **env_extra}
+    job_path = Path(job["out"]).with_suffix(".job.json")
+    job_path.write_text(json.dumps(job))
+    try:
+        proc = subprocess.run([python, str(script), "--job", str(job_path)], env=env,
+                              capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {"error": f"timed out after {timeout:.0f} s"}
+    except OSError as error:
+        return {"error": f"could not start {python}: {error}"}
+    if proc.returncode != 0 or not Path(job["out"]).exists():
+        lines = (proc.stderr or proc.stdout).strip().splitlines() or ["no output"]
+        return {"error": f"exit status {proc.returncode}: {lines[-1]}",
+                "output_tail": lines[-12:]}
+    return json.loads(Path(job["out"]).read_text())
+
+
+def relative_error(grads: dict, reference: dict) -> float:
+    keys = sorted(k for k in reference if k != "meta_loss")
+    if sorted(k for k in grads if k != "meta_loss") != keys:
+        return float("inf")
+    a = np.concatenate([np.ravel(grads[k]) for k in keys])
+    b = np.concatenate([np.ravel(reference[k]) for k in keys])
+    return float(np.linalg.norm(a - b) / np.linalg.norm(b))
+
+
+def peer_versions(python: str) -> dict:
+    try:
+        proc = subprocess.run([python, str(ROOT / "benchmarks/peers/torch_maml.py"), "--versions"],
+                              capture_output=True, text=True, timeout=300)
+        return json.loads(proc.stdout)
+    except (OSError, subprocess.SubprocessError, json.JSONDecodeError) as error:
+        return {"error": f"{python}: {type(error).__name__}: {error}"}
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--workload", choices=sorted(WORKLOADS), default="A")
+    p.add_argument("--order", choices=["1", "2", "both"], default=None,
+                   help="MAML order (A: both, B and C: 2)")
+    p.add_argument("--inner-steps", type=int, default=None, help="A, B: 1; C: 10")
+    p.add_argument("--meta-batch", type=int, default=None, help="tasks per step (A, C: 32; B: 25)")
+    p.add_argument("--ways", type=int, default=None)
+    p.add_argument("--shots", type=int, default=None, help="B: support points")
+    p.add_argument("--queries", type=int, default=None, help="per class (B: query points)")
+    p.add_argument("--inner-lr", type=float, default=None, help="A, C: 0.4; B: 0.01")
+    p.add_argument("--outer-lr", type=float, default=1e-3, help="Adam learning rate")
+    p.add_argument("--width", type=int, default=64, help="conv4 filters")
+    p.add_argument("--repeats", type=int, default=5, help="timed meta-steps per implementation")
+    p.add_argument("--min-seconds", type=float, default=2.0,
+                   help="time more than --repeats steps until they add up to this (fast steps)")
+    p.add_argument("--warmup", type=int, default=1, help="untimed steps after the first call")
+    p.add_argument("--impls", default=DEFAULT_IMPLS,
+                   help=f"comma-separated, from {', '.join(IMPLS)}; 'none' for no timing")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--check-meta-batch", type=int, default=2,
+                   help="tasks of the float64 correctness check")
+    p.add_argument("--no-check", action="store_true", help="skip the float64 check")
+    p.add_argument("--check-only", action="store_true", help="the float64 check, no timing")
+    p.add_argument("--metajax-step", choices=["train", "grad"], default="train",
+                   help="train: metajax's make_train_step; grad: jit(meta_gradient + adam)")
+    p.add_argument("--scaling", action="store_true",
+                   help="metajax rows for meta-batch 1,4,16,32,64, inner steps 1,2,5,10 and "
+                        "1 and 2 forced CPU devices")
+    p.add_argument("--scaling-meta-batches", default=",".join(map(str, SCALING_META_BATCH)))
+    p.add_argument("--scaling-inner-steps", default=",".join(map(str, SCALING_INNER_STEPS)))
+    p.add_argument("--scaling-devices", default=",".join(map(str, SCALING_DEVICES)))
+    p.add_argument("--peer-python", default=str(ROOT / ".venv-peers/bin/python"))
+    p.add_argument("--json", default=None, help="also write the JSON here")
+    p.add_argument("--results-dir", default=str(ROOT / "benchmarks/results"))
+    p.add_argument("--dump-grad", default=None, metavar="DIR",
+                   help="write params/episode/grads .npz of workload A (float64) to DIR")
+    p.add_argument("--timeout", type=float, default=3600, help="seconds per process")
+    p.add_argument("--job", default=None, help=argparse.SUPPRESS)  # worker mode
+    args = p.parse_args(argv)
+    for key, value in WORKLOADS[args.workload].items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    return args
+
+
+def job_base(args, workdir: Path, tag: str) -> dict:
+    return {"workload": "B" if args.workload == "B" else "A", "ways": args.ways,
+            "shots": args.shots, "queries": args.queries, "inner_steps": args.inner_steps,
+            "inner_lr": args.inner_lr, "outer_lr": args.outer_lr, "width": args.width,
+            "seed": args.seed, "warmup": args.warmup, "repeats": args.repeats,
+            "min_seconds": args.min_seconds,
+            "metajax_step": args.metajax_step, "out": str(workdir / f"{tag}.json")}
+
+
+class Driver:
+    def __init__(self, args, workdir: Path):
+        self.args, self.workdir = args, workdir
+        self.log: list[str] = []
+
+    def say(self, line: str) -> None:
+        print(line, flush=True)
+
+    def launch(self, impl: str, job: dict, env_extra: dict | None = None) -> dict:
+        if impl == "metajax":
+            python, script = sys.executable, Path(__file__).resolve()
+        else:
+            python, script = self.args.peer_python, ROOT / "benchmarks/peers/torch_maml.py"
+            if not Path(python).exists():
+                return {"error": f"peer python {python} not found: run "
+                                 "`bash benchmarks/peers/install.sh` (or pass --peer-python)"}
+        return run_job({**job, "impl": impl}, python, script, env_extra or {}, self.args.timeout)
+
+    def problem_files(self, tasks: int, dtype, tag: str) -> tuple[Path, Path]:
+        a = self.args
+        params, episode = make_problem(a.workload, a.seed, tasks, a.ways, a.shots, a.queries,
+                                       a.width)
+        return (save_npz(self.workdir / f"{tag}_params.npz", params, dtype),
+                save_npz(self.workdir / f"{tag}_episode.npz", episode, dtype))
+
+    def check(self, impls: list[str], orders: list[int], variants: dict) -> dict:
+        """Float64 meta-loss and meta-gradient of each implementation against the reference."""
+        a = self.args
+        params, episode = self.problem_files(a.check_meta_batch, np.float64, "check")
+        out: dict = {}
+        for order in orders:
+            base = {**job_base(a, self.workdir, f"check_ref_o{order}"), "mode": "check",
+                    "order": order, "params": str(params), "episode": str(episode),
+                    "meta_batch": a.check_meta_batch}
+            ref_path = self.workdir / f"check_ref_o{order}.npz"
+            ref = self.launch("reference", {**base, "grads_out": str(ref_path)})
+            reference = None
+            if "error" in ref:
+                self.say(f"check order {order}: no float64 reference ({ref['error']})")
+            else:
+                with np.load(ref_path) as f:
+                    reference = {k: f[k] for k in f.files}
+            for impl in impls:
+                for variant in variants.get(impl, [{}]):
+                    tag = f"check_{impl}{'_remat' if variant.get('remat') else ''}_o{order}"
+                    path = self.workdir / f"{tag}.npz"
+                    job = {**base, **variant, "out": str(self.workdir / f"{tag}.json"),
+                           "grads_out": str(path)}
+                    env = {"JAX_ENABLE_X64": "1"} if impl == "metajax" else {}
+                    res = self.launch(impl, job, env)
+                    key = (impl, bool(variant.get("remat")), order)
+                    if "error" in res:
+                        out[key] = {"check": "error", "reason": res["error"]}
+                    elif reference is None:
+                        out[key] = {"check": "n/a", "reason": "no float64 reference (torch)"}
+                    else:
+                        with np.load(path) as f:
+                            grads = {k: f[k] for k in f.files}
+                        err = relative_error(grads, reference)
+                        loss_err = abs(float(grads["meta_loss"]) - float(reference["meta_loss"])) \
+                            / abs(float(reference["meta_loss"]))
+                        ok = err <= CHECK_RTOL and loss_err <= CHECK_RTOL
+                        out[key] = {"check": "pass" if ok else "fail", "grad_rel_err": err,
+                                    "loss_rel_err": loss_err, "notes": res.get("notes", [])}
+                    c = out[key]
+                    self.say(f"check order {order} {impl}{' remat' if key[1] else ''}: "
+                             f"{c['check']}" + (f" (grad rel err {c['grad_rel_err']:.2e}, "
+                                                f"loss rel err {c['loss_rel_err']:.2e})"
+                                                if "grad_rel_err" in c else
+                                                f" ({c.get('reason', '')})"))
+        return out
+
+    def time_all(self, impls, orders, variants, checks) -> list[dict]:
+        a = self.args
+        params, episode = self.problem_files(a.meta_batch, np.float32, "time")
+        rows = []
+        for order in orders:
+            for impl in impls:
+                for variant in variants.get(impl, [{}]):
+                    remat = bool(variant.get("remat"))
+                    tag = f"time_{impl}{'_remat' if remat else ''}_o{order}"
+                    job = {**job_base(a, self.workdir, tag), **variant, "mode": "time",
+                           "order": order, "params": str(params), "episode": str(episode),
+                           "meta_batch": a.meta_batch}
+                    self.say(f"timing {impl}{' remat' if remat else ''} order {order} ...")
+                    res = self.launch(impl, job)
+                    rows.append(self.row(impl, order, a.inner_steps, a.meta_batch, remat, res,
+                                         checks.get((impl, remat, order))))
+        return rows
+
+    def row(self, impl, order, inner_steps, meta_batch, remat, res, check, devices=1) -> dict:
+        peak = self.machine["peak"]["peak_gflops"]
+        row = {"impl": impl, "workload": self.args.workload, "order": order,
+               "inner_steps": inner_steps, "meta_batch": meta_batch, "remat": remat,
+               "devices": devices,
+               "check": (check or {}).get("check", "n/a"),
+               "check_grad_rel_err": (check or {}).get("grad_rel_err")}
+        if (check or {}).get("reason"):
+            row["check_reason"] = check["reason"]
+        if "error" in res:
+            row.update({"status": "unavailable", "reason": res["error"]})
+            self.say(f"  {impl} order {order}: unavailable: {res['error']}")
+            return row
+        row.update({k: res.get(k) for k in (
+            "median_s", "min_s", "max_s", "compile_s", "maxrss_mb", "sys_s", "user_s",
+            "user_total_s", "sys_total_s", "times_s", "repeats", "warmup", "threads", "notes",
+            "xla_gflop", "xla_cost_analysis_gflop", "xla_temp_mb", "aot_compile_s", "task_map",
+            "first_step_loss",
+            "metajax_step", "config")
+            if k in res})
+        row["status"] = "ok"
+        row["tasks_per_s"] = meta_batch / res["median_s"]
+        if res.get("xla_gflop"):
+            row["peak_fraction"] = res["xla_gflop"] / res["median_s"] / peak
+        self.say(f"  {impl} order {order}: {res['median_s']:.4f} s/step, "
+                 f"{row['tasks_per_s']:.1f} tasks/s, compile {res['compile_s']:.1f} s, "
+                 f"RSS {res['maxrss_mb']:.0f} MB, user {res['user_s']:.2f} s, "
+                 f"sys {res['sys_s']:.2f} s per step")
+        return row
+
+    def scaling(self) -> list[dict]:
+        """metajax over meta-batch (1 inner step), inner steps (the run's meta-batch) and 1 or 2
+        forced CPU devices, order 2 (workload A shapes)."""
+        a = self.args
+        rows = []
+        ints = lambda text: [int(v) for v in text.split(",") if v]  # noqa: E731
+        settings = [(t, 1, 1) for t in ints(a.scaling_meta_batches)]
+        settings += [(a.meta_batch, k, 1) for k in ints(a.scaling_inner_steps)]
+        settings += [(a.meta_batch, a.inner_steps, d) for d in ints(a.scaling_devices)]
+        for tasks, steps, devices in dict.fromkeys(settings):
+            params, episode = self.problem_files(tasks, np.float32, f"scale_{tasks}")
+            job = {**job_base(a, self.workdir, f"scale_{tasks}_{steps}_{devices}"),
+                   "mode": "time", "order": 2, "params": str(params), "episode": str(episode),
+                   "meta_batch": tasks, "inner_steps": steps}
+            env = {"XLA_FLAGS": (os.environ.get("XLA_FLAGS", "") +
+                                 f" --xla_force_host_platform_device_count={devices}").strip()}
+            self.say(f"scaling: metajax meta-batch {tasks}, inner steps {steps}, "
+                     f"{devices} device(s) ...")
+            res = self.launch("metajax", job, env)
+            row = self.row("metajax", 2, steps, tasks, False, res, None, devices)
+            row["scaling"] = True
+            rows.append(row)
+        # the same seed draws the same tasks: the first step's loss must not depend on devices
+        by_devices = [r for r in rows if r.get("first_step_loss") is not None
+                      and (r["meta_batch"], r["inner_steps"]) == (a.meta_batch, a.inner_steps)]
+        if len(by_devices) > 1:
+            base = by_devices[0]["first_step_loss"]
+            for r in by_devices:
+                r["same_loss_as_1_device"] = abs(r["first_step_loss"] - base) <= 1e-5 * abs(base)
+        return rows
+
+
+def ratio_rows(rows: list[dict]) -> list[dict]:
+    """metajax tasks/s over each peer's, at the same order/inner steps/meta-batch (and remat off
+    for the peers: they have none); `fastest_correct_peer` per setting."""
+    out = []
+    timed = [r for r in rows if r.get("status") == "ok" and not r.get("scaling")]
+    for m in (r for r in timed if r["impl"] == "metajax"):
+        same = [r for r in timed if r["impl"] != "metajax" and r["order"] == m["order"]
+                and r["inner_steps"] == m["inner_steps"] and r["meta_batch"] == m["meta_batch"]]
+        correct = [r for r in same if r["check"] == "pass"]
+        best = max(correct, key=lambda r: r["tasks_per_s"], default=None)
+        out.append({
+            "order": m["order"], "inner_steps": m["inner_steps"], "meta_batch": m["meta_batch"],
+            "remat": m["remat"],
+            "vs": {r["impl"]: m["tasks_per_s"] / r["tasks_per_s"] for r in same},
+            "fastest_correct_peer": best["impl"] if best else None,
+            "vs_fastest_correct_peer": m["tasks_per_s"] / best["tasks_per_s"] if best else None,
+            "rss_vs_fastest_correct_peer": m["maxrss_mb"] / best["maxrss_mb"] if best else None,
+        })
+    return out
+
+
+def markdown(payload: dict) -> str:
+    rows, ratios = payload["results"], payload["ratios"]
+    peak = payload["machine"]["peak"]
+    lines = [f"MAML meta-step, workload {payload['settings']['workload']}: "
+             f"{payload['settings']['description']}", "",
+             f"Machine: {payload['machine'].get('cpu_model')}, {payload['machine'].get('cores')} "
+             f"cores, peak {peak['peak_gflops']:.0f} GFLOP/s fp32 ({peak['assumptions']}); "
+             f"load {payload['machine'].get('load_average_1min')}; allocator "
+             f"{' '.join(f'{k}={v}' for k, v in payload['allocator_env'].items())}", "",
+             "| impl | order | K | T | remat | dev | check (rel err) | median s | min s | max s "
+             "| tasks/s | metajax speed-up | compile s | RSS MB | user s/step | sys s/step "
+             "| XLA GFLOP | % of peak |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        check = r["check"] + (f" ({r['check_grad_rel_err']:.1e})"
+                              if r.get("check_grad_rel_err") is not None else "")
+        head = (f"| {r['impl']} | {r['order']} | {r['inner_steps']} | {r['meta_batch']} | "
+                f"{'yes' if r['remat'] else ''} | {r['devices']} | {check} |")
+        if r.get("status") != "ok":
+            lines.append(head + f" unavailable: {r.get('reason', '')[:120]} |" + " |" * 10)
+            continue
+        speedup = ""
+        if r["impl"] != "metajax":
+            for q in ratios:
+                if (q["order"], q["inner_steps"], q["meta_batch"], q["remat"]) == (
+                        r["order"], r["inner_steps"], r["meta_batch"], False) and r["impl"] in q["vs"]:
+                    speedup = f"{q['vs'][r['impl']]:.2f}x"
+        cells = [f"{r['median_s']:.4f}", f"{r['min_s']:.4f}", f"{r['max_s']:.4f}",
+                 f"{r['tasks_per_s']:.1f}", speedup, f"{r['compile_s']:.1f}",
+                 f"{r['maxrss_mb']:.0f}", f"{r['user_s']:.3f}", f"{r['sys_s']:.3f}",
+                 f"{r['xla_gflop']:.3g}" if r.get("xla_gflop") is not None else "",
+                 f"{100 * r['peak_fraction']:.1f}" if r.get("peak_fraction") is not None else ""]
+        lines.append(head + " " + " | ".join(cells) + " |")
+    lines.append("")
+    lines.append("metajax speed-up = metajax tasks/s / the peer's tasks/s (same order, inner steps, "
+                 "meta-batch, remat off). Against the fastest peer whose float64 check passed:")
+    for q in ratios:
+        if q["fastest_correct_peer"]:
+            lines.append(f"- order {q['order']}, {q['inner_steps']} inner step(s), meta-batch "
+                         f"{q['meta_batch']}{', remat' if q['remat'] else ''}: "
+                         f"{q['vs_fastest_correct_peer']:.2f}x {q['fastest_correct_peer']} "
+                         f"(peak RSS {q['rss_vs_fastest_correct_peer']:.2f}x)")
+        else:
+            lines.append(f"- order {q['order']}, {q['inner_steps']} inner step(s): no correct "
+                         "peer timed")
+    for r in rows:
+        if "same_loss_as_1_device" in r and r["devices"] > 1:
+            lines.append(f"- {r['devices']} forced CPU devices: first-step loss "
+                         f"{'equal to' if r['same_loss_as_1_device'] else 'DIFFERENT from'} "
+                         "1 device's (rel 1e-5)")
+    for impl, notes in payload.get("notes", {}).items():
+        lines += [f"- note ({impl}): {n}" for n in notes]
+    return "\n".join(lines)
+
+
+def plot(payload: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in payload["results"] if r.get("status") == "ok" and not r.get("scaling")]
+    if not rows:
+        return
+    groups = sorted({(r["order"], r["inner_steps"]) for r in rows})
+    labels = list(dict.fromkeys(r["impl"] + (" remat" if r["remat"] else "") for r in rows))
+    fig, ax = plt.subplots(figsize=(1.8 + 1.6 * len(groups) * max(1, len(labels)) / 3, 4))
+    width = 0.8 / len(labels)
+    for j, label in enumerate(labels):
+        xs, ys, colors = [], [], []
+        for i, g in enumerate(groups):
+            for r in rows:
+                if (r["order"], r["inner_steps"]) == g and \
+                        r["impl"] + (" remat" if r["remat"] else "") == label:
+                    xs.append(i + j * width)
+                    ys.append(r["tasks_per_s"])
+                    colors.append(r["check"])
+        bars = ax.bar(xs, ys, width, label=label)
+        for bar, check in zip(bars, colors, strict=True):
+            if check == "fail":
+                bar.set_hatch("//")
+    ax.set_xticks([i + 0.4 - width / 2 for i in range(len(groups))])
+    ax.set_xticklabels([f"order {o}, K={k}" for o, k in groups])
+    ax.set_ylabel("tasks / s (higher is better)")
+    ax.set_title(f"MAML meta-step, workload {payload['settings']['workload']} "
+                 f"(hatched: float64 check failed)", fontsize=9)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def describe(args) -> str:
+    if args.workload == "B":
+        return (f"sinusoid MLP 1-40-40-1, {args.shots} support / {args.queries} query points, "
+                f"meta-batch {args.meta_batch}, inner lr {args.inner_lr}")
+    return (f"conv4 (width {args.width}, max-pool), {args.ways}-way {args.shots}-shot, "
+            f"{args.queries} queries per class, meta-batch {args.meta_batch}, inner lr "
+            f"{args.inner_lr}, {args.inner_steps} inner step(s), Adam {args.outer_lr}")
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    if args.job:  # worker mode: one metajax job in this fresh process
+        job = json.loads(Path(args.job).read_text())
+        Path(job["out"]).write_text(json.dumps(run_metajax_job(job)))
+        return
+    start = time.time()
+    impls = [] if args.impls in ("", "none") else [i.strip() for i in args.impls.split(",")]
+    unknown = [i for i in impls if i not in IMPLS]
+    if unknown:
+        raise SystemExit(f"unknown --impls {unknown}; choose from {', '.join(IMPLS)}")
+    orders = [1, 2] if args.order == "both" else [int(args.order)]
+    variants = {"metajax": [{"remat": False}, {"remat": True}]} if args.workload == "C" else {}
+    with tempfile.TemporaryDirectory(prefix="maml_speed_") as tmp:
+        workdir = Path(tmp)
+        driver = Driver(args, workdir)
+        if args.dump_grad:
+            if args.workload == "B":
+                raise SystemExit("--dump-grad exports workload A (conv4); drop --workload B")
+            params, episode = driver.problem_files(args.meta_batch, np.float64, "dump")
+            job = {**job_base(args, workdir, "dump"), "mode": "dump", "params": str(params),
+                   "episode": str(episode), "meta_batch": args.meta_batch,
+                   "dump_dir": str(Path(args.dump_grad).resolve())}
+            res = driver.launch("metajax", job, {"JAX_ENABLE_X64": "1"})
+            if "error" in res:
+                raise SystemExit(f"--dump-grad failed: {res['error']}")
+            print(f"float64 gradients of workload A written to {res['dump_dir']} "
+                  f"(meta-loss order 1 {res['meta_loss']['1']:.12g}, order 2 "
+                  f"{res['meta_loss']['2']:.12g})")
+        if not impls and not args.scaling:
+            return
+        driver.machine = machine()
+        peers = [i for i in impls if i != "metajax"]
+        versions = {"metajax_python": sys.version.split()[0]}
+        import flax
+        import jax
+        import optax
+
+        versions.update({"jax": jax.__version__, "jaxlib": getattr(jax.lib, "__version__", None),
+                         "flax": flax.__version__, "optax": optax.__version__,
+                         "numpy": np.__version__})
+        if peers:
+            versions.update(peer_versions(args.peer_python))
+        checks = {} if args.no_check else driver.check(impls, orders, variants)
+        if args.check_only:
+            print(json.dumps({f"{i}{' remat' if r else ''} order {o}": c
+                              for (i, r, o), c in checks.items()}, indent=1))
+            return
+        rows = driver.time_all(impls, orders, variants, checks)
+        if args.scaling:
+            rows += driver.scaling()
+    notes = {r["impl"]: r["notes"] for r in rows if r.get("notes")}
+    if "torchvision" in versions:
+        notes.setdefault("learn2learn", []).append(versions["torchvision"])
+    notes = {k: list(dict.fromkeys(v)) for k, v in notes.items()}
+    payload = {
+        "machine": driver.machine, "versions": versions,
+        "command": "python " + " ".join(shlex.quote(x) for x in sys.argv),
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+        "settings": {**{k: getattr(args, k) for k in (
+            "workload", "order", "inner_steps", "meta_batch", "ways", "shots", "queries",
+            "inner_lr", "outer_lr", "width", "repeats", "min_seconds", "warmup", "seed",
+            "check_meta_batch",
+            "metajax_step")}, "description": describe(args), "check_rtol": CHECK_RTOL},
+        "allocator_env": ALLOCATOR_ENV, "notes": notes,
+        "flop_count": "xla_gflop: 2 x multiply-adds of the convolutions and dots of the compiled "
+                      "step's optimised HLO, window taps on padding excluded, while-loop bodies "
+                      "(lax.map over tasks, the inner lax.scan) times their known trip counts "
+                      "(benchmarks/hlo_flops.py); xla_cost_analysis_gflop: XLA's cost_analysis() "
+                      "flops, which count each loop body once. peak_fraction = xla_gflop / "
+                      "median_s / machine.peak.peak_gflops",
+        "results": rows, "ratios": ratio_rows(rows),
+        "wall_time_s": round(time.time() - start, 1),
+    }
+    table = markdown(payload)
+    print(table)
+    out = Path(args.results_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    name = f"maml_speed_{args.workload}"
+    (out / f"{name}.json").write_text(json.dumps(payload, indent=1))
+    (out / f"{name}.md").write_text(
+        f"# {name}\n\nCommand: `{payload['command']}`  \nDate: {payload['date']}  \n"
+        f"Wall time: {payload['wall_time_s']} s\n\n{table}\n")
+    plot(payload, out / f"{name}.png")
+    if args.json:
+        Path(args.json).write_text(json.dumps(payload, indent=1))
+    print(f"results written to {out / name}.{{json,md,png}}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,56 @@
+"""Timing of one implementation's meta-step inside its own process, shared by the metajax worker
+(`benchmarks/maml_speed.py`) and the PyTorch peers (`benchmarks/peers/torch_maml.py`).
+
+Standard library only: it runs under either virtual environment.
+"""
+
+from __future__ import annotations
+
+import resource
+import statistics
+import time
+from collections.abc import Callable
+
+
+def time_steps(step: Callable[[], object], sync: Callable[[object], object], *, warmup: int,
+               repeats: int, min_seconds: float = 0.0, max_repeats: int = 10000,
+               first_call_s: float | None = None) -> dict:
+    """Times `repeats` calls of `step` after a first call and `warmup` more.
+
+    Args:
+      step: one meta-step (gradient and optimiser update); returns something `sync` waits on.
+      sync: blocks until the step's result is computed (`jax.block_until_ready`, or a no-op).
+      warmup: untimed calls after the first one.
+      repeats: timed calls (at least).
+      min_seconds: keep timing until the timed calls add up to this many seconds (fast steps),
+        up to `max_repeats` calls.
+      first_call_s: seconds already spent compiling (ahead-of-time compile); added to the first
+        call's time.
+
+    Returns:
+      Seconds per step (median, min, max and each), the first call's seconds (compile included),
+      the user and system CPU seconds of the timed steps (per step and in total) and the process's
+      peak resident memory so far in MB (`ru_maxrss`).
+    """
+    t0 = time.perf_counter()
+    sync(step())
+    first = time.perf_counter() - t0 + (first_call_s or 0.0)
+    for _ in range(warmup):
+        sync(step())
+    times = []
+    before = resource.getrusage(resource.RUSAGE_SELF)
+    while len(times) < repeats or (sum(times) < min_seconds and len(times) < max_repeats):
+        t0 = time.perf_counter()
+        sync(step())
+        times.append(time.perf_counter() - t0)
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    user = after.ru_utime - before.ru_utime
+    system = after.ru_stime - before.ru_stime
+    return {
+        "median_s": statistics.median(times), "min_s": min(times), "max_s": max(times),
+        "times_s": times if len(times) <= 100 else times[:100], "compile_s": first,
+        "repeats": len(times), "warmup": warmup,
+        "user_s": user / len(times), "sys_s": system / len(times),
+        "user_total_s": user, "sys_total_s": system,
+        "maxrss_mb": after.ru_maxrss / 1024,
+    }
