@@ -191,6 +191,7 @@ def test_sequence_protocol_config_and_learners():
     assert "accuracy_1" not in out and out["accuracy"] == 0.5
 
 
+@pytest.mark.slow
 def test_mann_short_real_run_is_clearly_above_chance(tmp_path, data_dir):
     # 3 classes x 5 instances (chance 1/3), a small MANN, 300 steps of 16 episodes (~15 s)
     config = make_config("mann", ways=3, instances=5, width=64, memory_slots=16, memory_width=16,
