@@ -56,6 +56,27 @@ def plot(rows: list[dict], path: Path) -> None:
     fig.savefig(path, dpi=120)
 
 
+def score_latest(run_dir: Path, episodes: int, progress: bool) -> tuple[dict, int]:
+    """The test evaluation of a run's latest checkpoint (finished or not) and the step it holds."""
+    import json
+
+    import orbax.checkpoint as ocp
+
+    from metajax.experiment import evaluate_run
+
+    manager = ocp.CheckpointManager((run_dir / "checkpoints").absolute())
+    step = manager.latest_step()
+    manager.close()
+    if step is None:
+        raise FileNotFoundError(f"no checkpoint in {run_dir}")
+    result = evaluate_run(run_dir, episodes=episodes, progress=progress)
+    times = [json.loads(line).get("time_s") for line in (run_dir / "metrics.jsonl").open()
+             if '"time_s"' in line and json.loads(line)["step"] <= step]
+    summary = {**result, "train_wall_time_s": times[-1] if times else float("nan"),
+               "steps_per_s": None, "config": json.loads((run_dir / "config.json").read_text())}
+    return summary, step
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--algos", default="feedforward,lstm,mann")
@@ -68,6 +89,9 @@ def main() -> None:
     parser.add_argument("--runs-dir", default="runs/bench_mann")
     parser.add_argument("--name", default="mann_omniglot")
     parser.add_argument("--progress", action="store_true")
+    parser.add_argument("--score-partial", action="store_true",
+                        help="do not train: score the latest checkpoint of each run in --runs-dir "
+                             "(a run cut short is labelled with the steps it reached)")
     args = parser.parse_args()
 
     from metajax.config import make_config
@@ -85,11 +109,16 @@ def main() -> None:
         config = make_config(algo, args.full_protocol, steps=steps,
                              eval_episodes=args.eval_episodes)
         run_dir = Path(args.runs_dir) / algo
-        summary = train_and_evaluate(config, run_dir,
-                                     resume=(run_dir / "checkpoints").exists(),
-                                     progress=args.progress)
+        if args.score_partial:
+            summary, reached = score_latest(run_dir, args.eval_episodes, args.progress)
+        else:
+            summary = train_and_evaluate(config, run_dir,
+                                         resume=(run_dir / "checkpoints").exists(),
+                                         progress=args.progress)
+            reached = config.steps
         rows.append({
-            "algo": algo, "steps": config.steps, "episodes": summary["episodes"],
+            "algo": algo, "steps": reached, "planned_steps": config.steps,
+            "episodes": summary["episodes"],
             "accuracy_by_instance": {k: 100 * v for k, v in
                                      summary["accuracy_by_instance"].items()},
             "accuracy_by_instance_ci95": {k: 100 * v for k, v in
