@@ -133,10 +133,12 @@ def main(argv: list[str] | None = None) -> int:
                       f"{s['wall_time_s']:.0f}s, summary in {args.out}/summary.json, "
                       f"final_loss {s['final_loss']:.4g}")
                 return 0
+            setting = f"{s['ways']}-way {s['shots']}-shot"
             if "accuracy_by_instance" in s:
                 print("accuracy by instance: " + " ".join(
                     f"{k}:{100 * v:.1f}" for k, v in s["accuracy_by_instance"].items()))
-            print(f"{s['algo']} {s['dataset']} {s['ways']}-way {s['shots']}-shot, "
+                setting = f"sequences of {s['ways']} classes x {s['instances']} instances"
+            print(f"{s['algo']} {s['dataset']} {setting}, "
                   f"{s['episodes']} test episodes, ci95 {s['ci95']:.4f}, "
                   f"{s['wall_time_s']:.0f}s, summary in {args.out}/summary.json, "
                   f"{_score(s)}")
@@ -153,10 +155,12 @@ def main(argv: list[str] | None = None) -> int:
         else:
             r = evaluate_run(args.run_dir, args.ways, args.shots, args.episodes, args.queries,
                              args.seed, progress=not args.no_progress)
+            setting = f"{r['ways']}-way {r['shots']}-shot"
             if "accuracy_by_instance" in r:
                 print("accuracy by instance: " + " ".join(
                     f"{k}:{100 * v:.1f}" for k, v in r["accuracy_by_instance"].items()))
-            print(f"{r['algo']} {r['dataset']} {r['ways']}-way {r['shots']}-shot, "
+                setting = f"sequences of {r['ways']} classes x {r['instances']} instances"
+            print(f"{r['algo']} {r['dataset']} {setting}, "
                   f"{r['episodes']} episodes, ci95 {r['ci95']:.4f}, {_score(r)}")
     except (DataError, ValueError, FileNotFoundError, CheckpointExists, TrainingDiverged) as e:
         print(f"metajax: error: {e}", file=sys.stderr)

@@ -2,6 +2,8 @@
 least-used slot zeroed before writing, reads summing to one, state shapes through a scan, the
 label-offset sequence episodes, and a short real run clearly above chance."""
 
+import json
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -211,3 +213,21 @@ def test_mann_short_real_run_is_clearly_above_chance(tmp_path, data_dir):
     # later presentations need the label bound to the image within the episode
     assert later > 0.39, result
     assert result["accuracy"] > 0.42, result
+
+
+def test_cli_train_then_eval_mann_writes_accuracy_by_instance(tmp_path, capsys, data_dir):
+    from metajax.cli import main
+
+    out = tmp_path / "mann"
+    assert main(["train", "mann", "--out", str(out), "--width", "16", "--memory-slots", "8",
+                 "--memory-width", "8", "--read-heads", "2", "--steps", "2", "--eval-episodes",
+                 "10", "--val-every", "0", "--data-dir", str(data_dir), "--no-progress"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert list(summary["accuracy_by_instance"]) == [str(k) for k in range(1, 11)]
+    assert summary["protocol"] == "sequence" and summary["split"]["split"] == "maml"
+    assert "sequences of 5 classes x 10 instances" in capsys.readouterr().out
+    assert main(["eval", str(out), "--episodes", "12", "--no-progress"]) == 0
+    result = json.loads((out / "eval.json").read_text())
+    assert result["episodes"] == 12 and set(result["accuracy_by_instance"]) == set(
+        summary["accuracy_by_instance"])
+    assert capsys.readouterr().out.strip().endswith(f"{result['accuracy']:.4f}")
