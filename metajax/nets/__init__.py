@@ -1,7 +1,12 @@
 """Flax networks used by the learners."""
 
+from metajax.nets.blackbox import SNAIL, LSTMBlackBox, MeanEmbeddingBlackBox
 from metajax.nets.conv4 import Conv4
 from metajax.nets.layers import BatchNorm, max_pool_2x2
+from metajax.nets.mann import FeedForwardCell, LSTMCell, MANNCell, lrua_step, unroll
 from metajax.nets.mlp import MLP
 
-__all__ = ["BatchNorm", "Conv4", "MLP", "max_pool_2x2"]
+__all__ = [
+    "SNAIL", "BatchNorm", "Conv4", "FeedForwardCell", "LSTMBlackBox", "LSTMCell", "MANNCell", "MLP",
+    "MeanEmbeddingBlackBox", "lrua_step", "max_pool_2x2", "unroll",
+]
