@@ -79,6 +79,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="label-offset sequences (mann; lstm/feedforward default) or N-way K-shot "
                         "episodes (snail; lstm/feedforward)")
     b.add_argument("--instances", type=int, help="sequence: presentations of each class (10)")
+    b.add_argument("--label-chars", type=int,
+                   help="sequence: 0 one-hot labels (default); 5: the paper's 5-character strings")
     b.add_argument("--memory-slots", type=int, help="mann: memory rows (128)")
     b.add_argument("--memory-width", type=int, help="mann: memory columns (40)")
     b.add_argument("--read-heads", type=int, help="mann: read heads (4)")

@@ -78,10 +78,13 @@ class Config:
     # black-box learners (mann, lstm, feedforward, snail): `protocol` "sequence" is the label-offset
     # sequence episodes of Santoro et al. (`ways` classes shown `instances` times each) and
     # "episodes" the N-way K-shot episodes; `width` is the controller's LSTM units on sequences
-    # (MANN, LSTM) and the conv4 encoder's filters on episodes; memory `memory_slots` x `memory_width` with
-    # `read_heads` heads; `clip_norm` clips the global gradient norm (0: no clipping).
+    # (MANN, LSTM) and the conv4 encoder's filters on episodes; memory `memory_slots` x
+    # `memory_width` with `read_heads` heads; `label_chars` 0 for one-hot labels, else string
+    # labels of that many characters over 5 letters (the paper's 15-class experiment: 5);
+    # `clip_norm` clips the global gradient norm (0: no clipping).
     protocol: str = "episodes"
     instances: int = 10
+    label_chars: int = 0
     memory_slots: int = 128
     memory_width: int = 40
     read_heads: int = 4

@@ -77,7 +77,7 @@ def task_sources(config: Config, ways: int | None = None, shots: int | None = No
         where = f"split {config.split!r} {part}"
         if config.sequence_protocol:  # label-offset sequences (MANN and its baselines)
             check_sequence_shape(classes.images.shape, n, config.instances, where=where)
-            sample = sequence_sampler(n, config.instances)
+            sample = sequence_sampler(n, config.instances, config.label_chars)
         elif part == "train" and config.algo in TRAIN_SAMPLERS:  # e.g. Siamese pairs
             sample = TRAIN_SAMPLERS[config.algo](config, classes.images.shape, where)
         else:

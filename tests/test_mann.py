@@ -81,7 +81,7 @@ def test_least_used_slot_is_zeroed_before_writing():
 
 
 def test_mann_state_shapes_through_scan_and_reads_sum_to_one():
-    cell = MANNCell(num_classes=5)  # defaults: 200 units, memory 128 x 40, 4 heads
+    cell = MANNCell(num_outputs=5)  # defaults: 200 units, memory 128 x 40, 4 heads
     x, prev = jnp.zeros((50, 20, 20, 1)), jnp.zeros((50, 5))
     params = jax.eval_shape(lambda: cell.init(jax.random.PRNGKey(0), cell.initial_state(),
                                               (x[0], prev[0])))
@@ -93,7 +93,7 @@ def test_mann_state_shapes_through_scan_and_reads_sum_to_one():
     assert state.memory.reads.shape == (4, 40)
     assert state.lstm[0].shape == state.lstm[1].shape == (200,)
     # a real (small) scan: every step's read weights are distributions over the slots
-    small = MANNCell(num_classes=3, hidden=16, slots=8, width=6, heads=2)
+    small = MANNCell(num_outputs=3, hidden=16, slots=8, width=6, heads=2)
     key = jax.random.PRNGKey(1)
     xs, ys = jax.random.uniform(key, (12, 4, 4, 1)), jax.random.randint(key, (12,), 0, 3)
     prev = offset_labels(ys, 3)
@@ -160,7 +160,7 @@ def test_instance_accuracy_metrics_by_hand():
     # through the learner: a network that always answers label 0 is right on 1 of 3 classes at
     # every presentation of a balanced episode
     episode = sample_sequence(jax.random.PRNGKey(0), coded_images(3, 4), 3, 3)
-    learner = sequence_learner(FeedForwardCell(num_classes=3, hidden=4))
+    learner = sequence_learner(FeedForwardCell(num_outputs=3, hidden=4))
     params = jax.tree.map(jnp.zeros_like, learner.init(jax.random.PRNGKey(0), episode))
     params["params"]["output"]["bias"] = jnp.array([1.0, 0.0, 0.0])
     _, metrics = learner.loss(params, episode, None)
@@ -231,3 +231,33 @@ def test_cli_train_then_eval_mann_writes_accuracy_by_instance(tmp_path, capsys, 
     assert result["episodes"] == 12 and set(result["accuracy_by_instance"]) == set(
         summary["accuracy_by_instance"])
     assert capsys.readouterr().out.strip().endswith(f"{result['accuracy']:.4f}")
+
+
+def test_string_labels_episode_and_loss():
+    # the paper's 15 classes with 5-character labels over 5 letters
+    images = coded_images(classes=20, drawings=12)
+    episode = sample_sequence(jax.random.PRNGKey(3), images, 15, 2, label_chars=5)
+    assert episode.targets.shape == (30, 5) and episode.prev_label.shape == (30, 25)
+    assert episode.alphabet == 5
+    y, targets = np.asarray(episode.y), np.asarray(episode.targets)
+    assert targets.min() >= 0 and targets.max() < 5
+    strings = {}
+    for label, code in zip(y, map(tuple, targets), strict=True):
+        assert strings.setdefault(label, code) == code  # one string per class
+    assert len(set(strings.values())) == 15  # distinct strings
+    np.testing.assert_array_equal(episode.prev_label[0], np.zeros(25))
+    np.testing.assert_array_equal(episode.prev_label[1:],
+                                  np.eye(5)[targets[:-1]].reshape(29, 25))
+    # all-zero logits: the loss is 5 characters x log(5)
+    learner = sequence_learner(FeedForwardCell(num_outputs=25, hidden=4))
+    params = jax.tree.map(jnp.zeros_like, learner.init(jax.random.PRNGKey(0), episode))
+    value, metrics = learner.loss(params, episode, None)
+    assert float(value) == pytest.approx(5 * np.log(5), rel=1e-5)
+    # a step is right only if every character is: bias on letter 0 of each character
+    params["params"]["output"]["bias"] = jnp.tile(jnp.array([1.0, 0, 0, 0, 0]), 5)
+    _, metrics = learner.loss(params, episode, None)
+    assert float(metrics["accuracy"]) == pytest.approx(np.mean(np.all(targets == 0, axis=1)))
+    config = make_config("mann", ways=15, label_chars=5, width=8, memory_slots=8)
+    learner = build_learner(config)
+    params = jax.eval_shape(learner.init, jax.random.PRNGKey(0), episode)
+    assert jax.eval_shape(learner.predict, params, episode, None).shape == (30, 25)

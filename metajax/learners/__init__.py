@@ -8,6 +8,7 @@ import flax.linen as nn
 
 from metajax.config import Config
 from metajax.data.pairs import check_pairs_shape, pair_sampler
+from metajax.data.sequences import label_size
 from metajax.learners.blackbox import (
     accuracy_by_instance,
     episode_blackbox,
@@ -119,9 +120,14 @@ def _blackbox_ways(config: Config, ways: int) -> int:
     return ways
 
 
+def _sequence_outputs(config: Config, ways: int) -> int:
+    """Logits per step on the sequence protocol: N, or the size of the string labels."""
+    return label_size(_blackbox_ways(config, ways), config.label_chars)
+
+
 def _mann(config: Config, ways: int, shots: int, phase: str = "train") -> Learner:
     del shots, phase
-    return sequence_learner(MANNCell(_blackbox_ways(config, ways), hidden=config.width,
+    return sequence_learner(MANNCell(_sequence_outputs(config, ways), hidden=config.width,
                                      slots=config.memory_slots, width=config.memory_width,
                                      heads=config.read_heads))
 
@@ -130,9 +136,9 @@ def _lstm(config: Config, ways: int, shots: int, phase: str = "train") -> Learne
     """The sequence baseline (MANN's controller alone), or with `protocol="episodes"` an LSTM over
     the support set of N-way K-shot episodes."""
     del shots, phase
-    ways = _blackbox_ways(config, ways)
     if config.sequence_protocol:
-        return sequence_learner(LSTMCell(ways, hidden=config.width))
+        return sequence_learner(LSTMCell(_sequence_outputs(config, ways), hidden=config.width))
+    ways = _blackbox_ways(config, ways)
     return episode_blackbox(LSTMBlackBox(Conv4(width=config.width), ways))
 
 
@@ -140,9 +146,10 @@ def _feedforward(config: Config, ways: int, shots: int, phase: str = "train") ->
     """The stateless sequence baseline, or with `protocol="episodes"` an MLP on the query and the
     per-class mean support embeddings."""
     del shots, phase
-    ways = _blackbox_ways(config, ways)
     if config.sequence_protocol:
-        return sequence_learner(FeedForwardCell(ways, hidden=config.width))
+        return sequence_learner(FeedForwardCell(_sequence_outputs(config, ways),
+                                                hidden=config.width))
+    ways = _blackbox_ways(config, ways)
     return episode_blackbox(MeanEmbeddingBlackBox(Conv4(width=config.width), ways))
 
 

@@ -42,7 +42,8 @@ def sequence_learner(cell: nn.Module) -> Learner:
     """A learner for label-offset sequence episodes over a cell `(state, (x, prev_label)) ->
     (state, logits)` with `initial_state()` (`MANNCell`, `LSTMCell`, `FeedForwardCell`).
 
-    `predict` gives logits `[T, N]` for every step of the episode.
+    `predict` gives logits `[T, N]` for every step of the episode (string labels: `[T, L * A]`,
+    one softmax per character); the cell's output size must be the label size.
     """
 
     def init(key: PRNGKey, episode: SequenceEpisode) -> Params:
@@ -54,9 +55,14 @@ def sequence_learner(cell: nn.Module) -> Learner:
         return logits
 
     def loss(params: Params, episode: SequenceEpisode, key: PRNGKey | None = None):
+        # logits [T, L * A] -> [T, L, A]: one softmax per label character (L = 1: one-hot labels);
+        # the loss sums the characters' cross-entropies, a step is correct if all are right
         logits = predict(params, episode, key)
-        value = optax.softmax_cross_entropy_with_integer_labels(logits, episode.y).mean()
-        correct = (jnp.argmax(logits, axis=-1) == episode.y).astype(jnp.float32)
+        logits = logits.reshape(*episode.targets.shape, episode.alphabet)
+        value = optax.softmax_cross_entropy_with_integer_labels(logits, episode.targets)
+        value = value.sum(axis=-1).mean()
+        correct = jnp.all(jnp.argmax(logits, axis=-1) == episode.targets, axis=-1)
+        correct = correct.astype(jnp.float32)
         instances = episode.y.shape[0] // episode.num_classes
         return value, {"loss": value, "accuracy": correct.mean(),
                        **instance_accuracies(correct, episode.instance, instances)}

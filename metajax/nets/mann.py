@@ -118,12 +118,13 @@ def _step_input(x: Array, prev_label: Array) -> Array:
 class MANNCell(nn.Module):
     """LSTM controller + LRUA memory; `(state, (x, prev_label)) -> (state, logits)`, unbatched.
 
-    The controller reads `[x flattened, prev_label, previous reads]`; the logits are a dense layer
-    on `[controller output, reads]`. Defaults: 200 controller units, memory 128 x 40, 4 read heads,
-    usage decay 0.99 (Santoro et al.).
+    The controller reads `[x flattened, prev_label, previous reads]`; the logits (`num_outputs`:
+    N classes, or the size of string labels) are a dense layer on `[controller output, reads]`.
+    Defaults: 200 controller units, memory 128 x 40, 4 read heads, usage decay 0.99 (Santoro et
+    al.).
     """
 
-    num_classes: int
+    num_outputs: int
     hidden: int = 200
     slots: int = 128
     width: int = 40
@@ -148,7 +149,7 @@ class MANNCell(nn.Module):
         if self.key_strength:
             strength = 1.0 + nn.softplus(nn.Dense(self.heads, name="key_strength")(h))
         memory, _ = lrua_step(state.memory, keys, alpha, strength, self.gamma)
-        logits = nn.Dense(self.num_classes, name="output")(
+        logits = nn.Dense(self.num_outputs, name="output")(
             jnp.concatenate([h, memory.reads.reshape(-1)]))
         return MANNState(carry, memory), logits
 
@@ -156,7 +157,7 @@ class MANNCell(nn.Module):
 class LSTMCell(nn.Module):
     """The LSTM baseline: the MANN controller alone (no memory), `(carry, inputs) -> (carry, logits)`."""
 
-    num_classes: int
+    num_outputs: int
     hidden: int = 200
 
     def initial_state(self) -> tuple[Array, Array]:
@@ -165,13 +166,13 @@ class LSTMCell(nn.Module):
     @nn.compact
     def __call__(self, state, inputs):
         carry, h = nn.OptimizedLSTMCell(self.hidden, name="controller")(state, _step_input(*inputs))
-        return carry, nn.Dense(self.num_classes, name="output")(h)
+        return carry, nn.Dense(self.num_outputs, name="output")(h)
 
 
 class FeedForwardCell(nn.Module):
     """The feed-forward baseline: a stateless MLP on `[x, prev_label]` (its state is `()`)."""
 
-    num_classes: int
+    num_outputs: int
     hidden: int = 200
 
     def initial_state(self) -> tuple:
@@ -181,7 +182,7 @@ class FeedForwardCell(nn.Module):
     def __call__(self, state, inputs):
         h = nn.relu(nn.Dense(self.hidden)(_step_input(*inputs)))
         h = nn.relu(nn.Dense(self.hidden)(h))
-        return state, nn.Dense(self.num_classes, name="output")(h)
+        return state, nn.Dense(self.num_outputs, name="output")(h)
 
 
 def unroll(cell: nn.Module, params: Params, xs: Array, prev_labels: Array):
