@@ -271,6 +271,9 @@ def make_config(algo: str, full_protocol: bool = False, **overrides) -> Config:
         fields = dict(ALGO_DEFAULTS[algo][1 if full_protocol else 0])
         if algo in BLACKBOX_PROTOCOLS:
             fields = _blackbox_fields(algo, full_protocol, overrides)
+        elif overrides.get("protocol", "episodes") != "episodes":
+            raise ValueError(f"--protocol {overrides['protocol']} is for the black-box learners "
+                             f"({', '.join(BLACKBOX_PROTOCOLS)}); {algo} runs on episodes")
         if full_protocol and overrides.get("ways", 5) >= 20 and algo in (
                 "maml", "fomaml", "metasgd", "anil"):
             fields.update(MAML_FULL_20WAY)

@@ -178,6 +178,8 @@ def test_sequence_protocol_config_and_learners():
     assert not make_config("snail").sequence_protocol
     with pytest.raises(ValueError, match="mann runs on protocol sequence"):
         make_config("mann", protocol="episodes")
+    with pytest.raises(ValueError, match="protonet runs on episodes"):
+        make_config("protonet", protocol="sequence")
     with pytest.raises(ValueError, match="cannot be evaluated at ways=20"):
         build_learner(config, ways=20, phase="test")
     for algo in ("mann", "lstm", "feedforward"):
