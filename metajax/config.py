@@ -234,6 +234,8 @@ def _blackbox_fields(algo: str, full_protocol: bool, overrides: dict) -> dict:
     if protocol not in BLACKBOX_PROTOCOLS[algo]:
         raise ValueError(f"{algo} runs on protocol {' or '.join(BLACKBOX_PROTOCOLS[algo])}, "
                          f"not {protocol!r}")
+    if protocol == BLACKBOX_PROTOCOLS[algo][0]:  # the algorithm's own defaults
+        return dict(ALGO_DEFAULTS[algo][1 if full_protocol else 0])
     if protocol == "sequence":
         return dict(_SEQUENCE_FULL if full_protocol else _SEQUENCE)
     return dict(_EPISODES_FULL if full_protocol else _EPISODES)
