@@ -74,6 +74,17 @@ def _parser() -> argparse.ArgumentParser:
                    "10; 0: raw gradients)")
     o.add_argument("--second-order", action="store_true", default=None,
                    help="keep second derivatives (no stop_gradient on the optimisee gradient)")
+    b = t.add_argument_group("black-box learners (mann, lstm, feedforward, snail)")
+    b.add_argument("--protocol", choices=["sequence", "episodes"],
+                   help="label-offset sequences (mann; lstm/feedforward default) or N-way K-shot "
+                        "episodes (snail; lstm/feedforward)")
+    b.add_argument("--instances", type=int, help="sequence: presentations of each class (10)")
+    b.add_argument("--label-chars", type=int,
+                   help="sequence: 0 one-hot labels (default); 5: the paper's 5-character strings")
+    b.add_argument("--memory-slots", type=int, help="mann: memory rows (128)")
+    b.add_argument("--memory-width", type=int, help="mann: memory columns (40)")
+    b.add_argument("--read-heads", type=int, help="mann: read heads (4)")
+    b.add_argument("--clip-norm", type=float, help="clip the global gradient norm (0: no clipping)")
     t.add_argument("--no-progress", action="store_true", help="no progress bars")
 
     e = sub.add_parser("eval", help="evaluate a trained run, also at other ways/shots")
@@ -124,7 +135,12 @@ def main(argv: list[str] | None = None) -> int:
                       f"{s['wall_time_s']:.0f}s, summary in {args.out}/summary.json, "
                       f"final_loss {s['final_loss']:.4g}")
                 return 0
-            print(f"{s['algo']} {s['dataset']} {s['ways']}-way {s['shots']}-shot, "
+            setting = f"{s['ways']}-way {s['shots']}-shot"
+            if "accuracy_by_instance" in s:
+                print("accuracy by instance: " + " ".join(
+                    f"{k}:{100 * v:.1f}" for k, v in s["accuracy_by_instance"].items()))
+                setting = f"sequences of {s['ways']} classes x {s['instances']} instances"
+            print(f"{s['algo']} {s['dataset']} {setting}, "
                   f"{s['episodes']} test episodes, ci95 {s['ci95']:.4f}, "
                   f"{s['wall_time_s']:.0f}s, summary in {args.out}/summary.json, "
                   f"{_score(s)}")
@@ -141,7 +157,12 @@ def main(argv: list[str] | None = None) -> int:
         else:
             r = evaluate_run(args.run_dir, args.ways, args.shots, args.episodes, args.queries,
                              args.seed, progress=not args.no_progress)
-            print(f"{r['algo']} {r['dataset']} {r['ways']}-way {r['shots']}-shot, "
+            setting = f"{r['ways']}-way {r['shots']}-shot"
+            if "accuracy_by_instance" in r:
+                print("accuracy by instance: " + " ".join(
+                    f"{k}:{100 * v:.1f}" for k, v in r["accuracy_by_instance"].items()))
+                setting = f"sequences of {r['ways']} classes x {r['instances']} instances"
+            print(f"{r['algo']} {r['dataset']} {setting}, "
                   f"{r['episodes']} episodes, ci95 {r['ci95']:.4f}, {_score(r)}")
     except (DataError, ValueError, FileNotFoundError, CheckpointExists, TrainingDiverged) as e:
         print(f"metajax: error: {e}", file=sys.stderr)

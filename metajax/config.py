@@ -75,6 +75,20 @@ class Config:
     horizon: int = 100
     preprocess_p: float = 10.0
     second_order: bool = False
+    # black-box learners (mann, lstm, feedforward, snail): `protocol` "sequence" is the label-offset
+    # sequence episodes of Santoro et al. (`ways` classes shown `instances` times each) and
+    # "episodes" the N-way K-shot episodes; `width` is the controller's LSTM units on sequences
+    # (MANN, LSTM) and the conv4 encoder's filters on episodes; memory `memory_slots` x
+    # `memory_width` with `read_heads` heads; `label_chars` 0 for one-hot labels, else string
+    # labels of that many characters over 5 letters (the paper's 15-class experiment: 5);
+    # `clip_norm` clips the global gradient norm (0: no clipping).
+    protocol: str = "episodes"
+    instances: int = 10
+    label_chars: int = 0
+    memory_slots: int = 128
+    memory_width: int = 40
+    read_heads: int = 4
+    clip_norm: float = 0.0
 
     @property
     def train_ways_(self) -> int:
@@ -88,6 +102,11 @@ class Config:
     def queries_(self) -> int:
         """Query examples per class of training episodes (points per task for regression)."""
         return self.queries or self.train_shots_
+
+    @property
+    def sequence_protocol(self) -> bool:
+        """Whether the run uses label-offset sequence episodes instead of N-way K-shot episodes."""
+        return self.protocol == "sequence"
 
     @property
     def test_inner_steps_(self) -> int:
@@ -186,6 +205,42 @@ L2O_DEFAULTS: dict[str, tuple[dict, dict]] = {
 ALGO_DEFAULTS["l2o"] = L2O_DEFAULTS["quadratic"]
 
 
+# Black-box learners. The sequence protocol (Santoro et al.): 20x20 images, the MAML split's 1100
+# training characters (+ 100 validation; 423 test), 5 classes x 10 instances per episode, LSTM
+# controller of 200 units, memory 128 x 40 with 4 read heads; the paper trained 100,000 episodes
+# (RMSprop 1e-4); on 2 CPU cores Adam 1e-3 on batches of 16 episodes (about 0.13 s per step).
+_SEQUENCE = dict(protocol="sequence", split="maml", image_size=20, ways=5, instances=10, width=200,
+                 meta_batch=16, lr=1e-3, clip_norm=10.0, steps=10000, val_every=2000,
+                 val_episodes=200, eval_episodes=1000, log_every=100, checkpoint_every=1000)
+# --full-protocol: 100,000 iterations of 16 episodes (the reading of reimplementations).
+_SEQUENCE_FULL = dict(_SEQUENCE, steps=100000, val_every=5000, checkpoint_every=5000)
+# N-way K-shot black-box learners (CS330 framing): conv4 encoder (28 px, Vinyals split), 5-way
+# training episodes with 5 queries per class; evaluated on 600 test episodes.
+_EPISODES = dict(protocol="episodes", split="vinyals", image_size=28, queries=5, meta_batch=4,
+                 steps=3000, lr=1e-3, lr_decay_every=1000, val_every=1000, eval_episodes=600)
+_EPISODES_FULL = dict(_EPISODES, steps=40000, meta_batch=16, lr_decay_every=10000, val_every=5000)
+ALGO_DEFAULTS["mann"] = (dict(_SEQUENCE, steps=16000), dict(_SEQUENCE_FULL))
+for _algo in ("lstm", "feedforward"):  # the sequence baselines by default; --protocol episodes
+    ALGO_DEFAULTS[_algo] = (dict(_SEQUENCE), dict(_SEQUENCE_FULL))
+ALGO_DEFAULTS["snail"] = (dict(_EPISODES), dict(_EPISODES_FULL))
+BLACKBOX_PROTOCOLS = {"mann": ("sequence",), "lstm": ("sequence", "episodes"),
+                      "feedforward": ("sequence", "episodes"), "snail": ("episodes",)}
+
+
+def _blackbox_fields(algo: str, full_protocol: bool, overrides: dict) -> dict:
+    """Defaults of a black-box learner for its protocol (`--protocol episodes` switches the LSTM and
+    feed-forward learners from the sequence protocol to N-way K-shot episodes)."""
+    protocol = overrides.get("protocol", BLACKBOX_PROTOCOLS[algo][0])
+    if protocol not in BLACKBOX_PROTOCOLS[algo]:
+        raise ValueError(f"{algo} runs on protocol {' or '.join(BLACKBOX_PROTOCOLS[algo])}, "
+                         f"not {protocol!r}")
+    if protocol == BLACKBOX_PROTOCOLS[algo][0]:  # the algorithm's own defaults
+        return dict(ALGO_DEFAULTS[algo][1 if full_protocol else 0])
+    if protocol == "sequence":
+        return dict(_SEQUENCE_FULL if full_protocol else _SEQUENCE)
+    return dict(_EPISODES_FULL if full_protocol else _EPISODES)
+
+
 def _l2o_config(algo: str, full_protocol: bool, overrides: dict) -> Config:
     dataset = overrides.get("dataset", "quadratic")
     if algo != "l2o" or dataset not in L2O_DATASETS:
@@ -216,6 +271,11 @@ def make_config(algo: str, full_protocol: bool = False, **overrides) -> Config:
         if algo == "pretrained":
             raise ValueError("pretrained is the sinusoid regression baseline; use --dataset sinusoid")
         fields = dict(ALGO_DEFAULTS[algo][1 if full_protocol else 0])
+        if algo in BLACKBOX_PROTOCOLS:
+            fields = _blackbox_fields(algo, full_protocol, overrides)
+        elif overrides.get("protocol", "episodes") != "episodes":
+            raise ValueError(f"--protocol {overrides['protocol']} is for the black-box learners "
+                             f"({', '.join(BLACKBOX_PROTOCOLS)}); {algo} runs on episodes")
         if full_protocol and overrides.get("ways", 5) >= 20 and algo in (
                 "maml", "fomaml", "metasgd", "anil"):
             fields.update(MAML_FULL_20WAY)

@@ -21,8 +21,9 @@ from metajax.config import Config, make_config
 from metajax.data.episodes import check_episode_shape, episode_sampler
 from metajax.data.omniglot import load_omniglot, make_split
 from metajax.data.runs import load_runs, score_runs
+from metajax.data.sequences import check_sequence_shape, sequence_sampler
 from metajax.data.sinusoid import AMPLITUDE, PHASE, X_RANGE, sinusoid_sampler
-from metajax.learners import TRAIN_SAMPLERS, build_learner
+from metajax.learners import TRAIN_SAMPLERS, accuracy_by_instance, build_learner
 from metajax.training.evaluation import evaluate
 from metajax.training.trainer import init_state, restore_state, train
 from metajax.types import SampleFn
@@ -74,7 +75,10 @@ def task_sources(config: Config, ways: int | None = None, shots: int | None = No
         if classes is None:
             continue
         where = f"split {config.split!r} {part}"
-        if part == "train" and config.algo in TRAIN_SAMPLERS:  # e.g. Siamese pairs
+        if config.sequence_protocol:  # label-offset sequences (MANN and its baselines)
+            check_sequence_shape(classes.images.shape, n, config.instances, where=where)
+            sample = sequence_sampler(n, config.instances, config.label_chars)
+        elif part == "train" and config.algo in TRAIN_SAMPLERS:  # e.g. Siamese pairs
             sample = TRAIN_SAMPLERS[config.algo](config, classes.images.shape, where)
         else:
             check_episode_shape(classes.images.shape, n, k, q, where=where)
@@ -93,11 +97,12 @@ def make_optimizer(config: Config) -> optax.GradientTransformation:
     elif config.lr_decay_every:
         lr = optax.exponential_decay(config.lr, config.lr_decay_every, config.lr_decay,
                                      staircase=True)
-    if config.optimizer == "adam":
-        return optax.adam(lr)
-    if config.optimizer == "sgd":
-        return optax.sgd(lr)
-    raise ValueError(f"optimizer must be 'adam' or 'sgd', got {config.optimizer!r}")
+    if config.optimizer not in ("adam", "sgd"):
+        raise ValueError(f"optimizer must be 'adam' or 'sgd', got {config.optimizer!r}")
+    optimizer = optax.adam(lr) if config.optimizer == "adam" else optax.sgd(lr)
+    if config.clip_norm:
+        return optax.chain(optax.clip_by_global_norm(config.clip_norm), optimizer)
+    return optimizer
 
 
 def regression_result(result: dict) -> dict:
@@ -105,6 +110,19 @@ def regression_result(result: dict) -> dict:
     if "accuracy" in result:
         return result
     return {**result, "mse": result["loss"], "mse_ci95": result["loss_ci95"], "accuracy": None}
+
+
+def sequence_result(result: dict, config: Config) -> dict:
+    """Adds `accuracy_by_instance` (`{"1": ..., "10": ...}`, with `accuracy_by_instance_ci95`) and
+    `instances` to the evaluation of a sequence-protocol run; other results pass through."""
+    if not config.sequence_protocol:
+        return result
+    by_instance = accuracy_by_instance(result)
+    ci95 = {k: result[f"accuracy_{k}_ci95"] for k in by_instance}
+    rest = {k: v for k, v in result.items()
+            if not (k.startswith("accuracy_") and k.split("_")[1].isdigit())}
+    return {**rest, "protocol": "sequence", "instances": config.instances,
+            "accuracy_by_instance": by_instance, "accuracy_by_instance_ci95": ci95}
 
 
 def machine_info() -> dict:
@@ -180,7 +198,7 @@ def train_and_evaluate(config: Config, out_dir: str | Path, resume: bool = False
     result = evaluate(test_learner, state.params, test.sample, test.data, config.eval_episodes,
                       seed=config.eval_seed, progress=progress, desc="test", devices=devices,
                       task_map=config.task_map)
-    result = regression_result(result)
+    result = sequence_result(regression_result(result), config)
     summary = {
         "algo": config.algo,
         "dataset": config.dataset,
@@ -236,7 +254,7 @@ def evaluate_run(out_dir: str | Path, ways: int | None = None, shots: int | None
     result = evaluate(learner, params, test.sample, test.data, episodes,
                       seed=config.eval_seed if seed is None else seed, progress=progress,
                       task_map=config.task_map)
-    result = regression_result(result)
+    result = sequence_result(regression_result(result), config)
     if config.dataset == "sinusoid":
         ways = 0
     out = {"algo": config.algo, "dataset": config.dataset, "ways": ways, "shots": shots,

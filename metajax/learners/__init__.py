@@ -8,6 +8,13 @@ import flax.linen as nn
 
 from metajax.config import Config
 from metajax.data.pairs import check_pairs_shape, pair_sampler
+from metajax.data.sequences import label_size
+from metajax.learners.blackbox import (
+    accuracy_by_instance,
+    episode_blackbox,
+    instance_accuracies,
+    sequence_learner,
+)
 from metajax.learners.maml import (
     anil,
     inner_loop,
@@ -22,6 +29,8 @@ from metajax.learners.protonet import protonet, prototypes, squared_distances
 from metajax.learners.relation import RelationNet, relation_net
 from metajax.learners.siamese import KochEmbedding, SiameseNet, SmallSiameseEmbedding, siamese
 from metajax.nets import MLP, Conv4
+from metajax.nets.blackbox import SNAIL, LSTMBlackBox, MeanEmbeddingBlackBox
+from metajax.nets.mann import FeedForwardCell, LSTMCell, MANNCell
 from metajax.types import Learner, SampleFn
 
 PHASES = ("train", "test")
@@ -102,6 +111,53 @@ def _matching(config: Config, ways: int, shots: int, phase: str = "train") -> Le
     return matching_net(MatchingNet(width=config.width, fce=config.fce))
 
 
+def _blackbox_ways(config: Config, ways: int) -> int:
+    """Black-box networks have one output per training class; other ways at test are refused."""
+    if ways != config.train_ways_:
+        raise ValueError(f"{config.algo} has {config.train_ways_} outputs (its training ways); it "
+                         f"cannot be evaluated at ways={ways}. Evaluate at --ways "
+                         f"{config.train_ways_}")
+    return ways
+
+
+def _sequence_outputs(config: Config, ways: int) -> int:
+    """Logits per step on the sequence protocol: N, or the size of the string labels."""
+    return label_size(_blackbox_ways(config, ways), config.label_chars)
+
+
+def _mann(config: Config, ways: int, shots: int, phase: str = "train") -> Learner:
+    del shots, phase
+    return sequence_learner(MANNCell(_sequence_outputs(config, ways), hidden=config.width,
+                                     slots=config.memory_slots, width=config.memory_width,
+                                     heads=config.read_heads))
+
+
+def _lstm(config: Config, ways: int, shots: int, phase: str = "train") -> Learner:
+    """The sequence baseline (MANN's controller alone), or with `protocol="episodes"` an LSTM over
+    the support set of N-way K-shot episodes."""
+    del shots, phase
+    if config.sequence_protocol:
+        return sequence_learner(LSTMCell(_sequence_outputs(config, ways), hidden=config.width))
+    ways = _blackbox_ways(config, ways)
+    return episode_blackbox(LSTMBlackBox(Conv4(width=config.width), ways))
+
+
+def _feedforward(config: Config, ways: int, shots: int, phase: str = "train") -> Learner:
+    """The stateless sequence baseline, or with `protocol="episodes"` an MLP on the query and the
+    per-class mean support embeddings."""
+    del shots, phase
+    if config.sequence_protocol:
+        return sequence_learner(FeedForwardCell(_sequence_outputs(config, ways),
+                                                hidden=config.width))
+    ways = _blackbox_ways(config, ways)
+    return episode_blackbox(MeanEmbeddingBlackBox(Conv4(width=config.width), ways))
+
+
+def _snail(config: Config, ways: int, shots: int, phase: str = "train") -> Learner:
+    del shots, phase
+    return episode_blackbox(SNAIL(Conv4(width=config.width), _blackbox_ways(config, ways)))
+
+
 def _siamese_pairs(config: Config, images_shape: tuple[int, ...], where: str) -> SampleFn:
     check_pairs_shape(images_shape, config.pairs, where)
     return pair_sampler(config.pairs, config.affine)
@@ -121,6 +177,10 @@ LEARNERS: dict[str, Callable[..., Learner]] = {
     "siamese": _siamese,
     "relation": _relation,
     "matching": _matching,
+    "mann": _mann,
+    "lstm": _lstm,
+    "feedforward": _feedforward,
+    "snail": _snail,
 }
 
 # name -> training_sampler(config, train_images_shape, where) for learners that are not trained on
@@ -143,7 +203,8 @@ def build_learner(config: Config, ways: int | None = None, shots: int | None = N
 
 
 __all__ = [
-    "LEARNERS", "PHASES", "TRAIN_SAMPLERS", "anil", "build_learner", "inner_loop", "maml",
-    "matching_net", "metasgd", "pretrained", "protonet", "prototypes", "relation_net", "reptile",
+    "LEARNERS", "PHASES", "TRAIN_SAMPLERS", "accuracy_by_instance", "anil", "build_learner",
+    "episode_blackbox", "inner_loop", "instance_accuracies", "maml", "matching_net", "metasgd",
+    "pretrained", "protonet", "prototypes", "relation_net", "reptile", "sequence_learner",
     "siamese", "sgd_step", "squared_distances",
 ]

@@ -1,7 +1,13 @@
 """Flax networks used by the learners."""
 
+from metajax.nets.blackbox import SNAIL, LSTMBlackBox, MeanEmbeddingBlackBox
 from metajax.nets.conv4 import Conv4
 from metajax.nets.layers import BatchNorm, Conv, conv_im2col, max_pool_2x2
+from metajax.nets.mann import FeedForwardCell, LSTMCell, MANNCell, lrua_step, unroll
 from metajax.nets.mlp import MLP
 
-__all__ = ["BatchNorm", "Conv", "Conv4", "MLP", "conv_im2col", "max_pool_2x2"]
+__all__ = [
+    "SNAIL", "BatchNorm", "Conv", "Conv4", "FeedForwardCell", "LSTMBlackBox", "LSTMCell",
+    "MANNCell", "MLP", "MeanEmbeddingBlackBox", "conv_im2col", "lrua_step", "max_pool_2x2",
+    "unroll",
+]

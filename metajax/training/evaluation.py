@@ -11,7 +11,7 @@ import numpy as np
 from tqdm import tqdm
 
 from metajax.training.sharding import replicated, task_mesh, task_sharding
-from metajax.types import Learner, Params, SampleFn
+from metajax.types import Learner, Params, SampleFn, Task
 
 MAX_EXAMPLES_AT_ONCE = 4096
 
@@ -59,7 +59,10 @@ def evaluate(learner: Learner, params: Params, sample: SampleFn, data: Any, epis
     # Bound the examples scored at once (a 20-way episode with 15 queries holds 320 images; 100 of
     # them would need gigabytes of activations for no gain in speed).
     shapes = jax.eval_shape(sample, jax.random.PRNGKey(0), data)
-    per_episode = sum(x.shape[0] for x in (shapes.support_x, shapes.query_x))
+    if isinstance(shapes, Task):
+        per_episode = sum(x.shape[0] for x in (shapes.support_x, shapes.query_x))
+    else:  # other episode types (label-offset sequences): the longest leading axis
+        per_episode = max(x.shape[0] for x in jax.tree.leaves(shapes) if x.ndim)
     chunk = min(chunk, max(1, MAX_EXAMPLES_AT_ONCE // per_episode))
     chunk = max(n_dev, min(chunk, episodes) // n_dev * n_dev)
     fn = make_episode_metrics(learner, sample, task_map)

@@ -1,0 +1,98 @@
+"""Black-box meta-learners: no inner gradient steps; a network reads the task and predicts.
+
+- `sequence_learner(cell)`: the label-offset sequence protocol of Santoro et al. (MANN, and the LSTM
+  and feed-forward baselines): the cell is scanned over a `SequenceEpisode`; the loss is the mean
+  cross-entropy over all steps; metrics hold the accuracy of every step and `accuracy_<k>`, the
+  accuracy on the k-th presentation of a class (k = 1..instances).
+- `episode_blackbox(net)`: N-way K-shot episodes (`Task`) for the networks of `metajax.nets.blackbox`
+  (LSTM over the support set, mean support embeddings + MLP, SNAIL): query cross-entropy.
+"""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax.numpy as jnp
+import optax
+
+from metajax.data.sequences import SequenceEpisode
+from metajax.learners.classification import cross_entropy
+from metajax.nets.mann import init_cell, unroll
+from metajax.types import Array, Learner, Params, PRNGKey, Task
+
+
+def instance_accuracies(correct: Array, instance: Array, instances: int) -> dict[str, Array]:
+    """`accuracy_<k>`: the mean of `correct` over the steps that are the k-th presentation of their
+    class, k = 1..instances (0 where an episode has none)."""
+    out = {}
+    for k in range(1, instances + 1):
+        mask = (instance == k).astype(jnp.float32)
+        out[f"accuracy_{k}"] = jnp.sum(correct * mask) / jnp.maximum(mask.sum(), 1.0)
+    return out
+
+
+def accuracy_by_instance(result: dict) -> dict[str, float]:
+    """`{"1": acc, "2": ...}` from metrics named `accuracy_<k>` (an evaluation result)."""
+    keys = sorted(int(k.split("_")[1]) for k in result
+                   if k.startswith("accuracy_") and k.split("_")[1].isdigit()
+                   and not k.endswith("_ci95"))
+    return {str(k): result[f"accuracy_{k}"] for k in keys}
+
+
+def sequence_learner(cell: nn.Module) -> Learner:
+    """A learner for label-offset sequence episodes over a cell `(state, (x, prev_label)) ->
+    (state, logits)` with `initial_state()` (`MANNCell`, `LSTMCell`, `FeedForwardCell`).
+
+    `predict` gives logits `[T, N]` for every step of the episode (string labels: `[T, L * A]`,
+    one softmax per character); the cell's output size must be the label size.
+    """
+
+    def init(key: PRNGKey, episode: SequenceEpisode) -> Params:
+        return init_cell(cell, key, episode.x[0], episode.prev_label[0])
+
+    def predict(params: Params, episode: SequenceEpisode, key: PRNGKey | None = None) -> Array:
+        del key
+        _, logits = unroll(cell, params, episode.x, episode.prev_label)
+        return logits
+
+    def loss(params: Params, episode: SequenceEpisode, key: PRNGKey | None = None):
+        # logits [T, L * A] -> [T, L, A]: one softmax per label character (L = 1: one-hot labels);
+        # the loss sums the characters' cross-entropies, a step is correct if all are right
+        logits = predict(params, episode, key)
+        logits = logits.reshape(*episode.targets.shape, episode.alphabet)
+        value = optax.softmax_cross_entropy_with_integer_labels(logits, episode.targets)
+        value = value.sum(axis=-1).mean()
+        correct = jnp.all(jnp.argmax(logits, axis=-1) == episode.targets, axis=-1)
+        correct = correct.astype(jnp.float32)
+        instances = episode.y.shape[0] // episode.num_classes
+        return value, {"loss": value, "accuracy": correct.mean(),
+                       **instance_accuracies(correct, episode.instance, instances)}
+
+    return Learner(init=init, loss=loss, predict=predict)
+
+
+def episode_blackbox(net: nn.Module) -> Learner:
+    """A learner for N-way K-shot `Task`s over a network `(support_x, support_y, query_x) -> [Q, N]`.
+
+    The network's output size is fixed at construction (its training ways); a task with another
+    number of classes is refused.
+    """
+
+    def check(task: Task) -> None:
+        if task.num_classes != net.num_classes:
+            raise ValueError(f"this black-box network has {net.num_classes} outputs (its training "
+                             f"ways); it cannot classify {task.num_classes}-way episodes. Evaluate "
+                             f"at --ways {net.num_classes}")
+
+    def init(key: PRNGKey, task: Task) -> Params:
+        check(task)
+        return net.init(key, task.support_x, task.support_y, task.query_x)
+
+    def predict(params: Params, task: Task, key: PRNGKey | None = None) -> Array:
+        del key
+        check(task)
+        return net.apply(params, task.support_x, task.support_y, task.query_x)
+
+    def loss(params: Params, task: Task, key: PRNGKey | None = None):
+        return cross_entropy(predict(params, task, key), task.query_y)
+
+    return Learner(init=init, loss=loss, predict=predict)
