@@ -64,6 +64,11 @@ def task_sources(config: Config, ways: int | None = None, shots: int | None = No
     if config.dataset != "omniglot":
         raise ValueError(f"unknown dataset {config.dataset!r}")
     split, info = _omniglot_parts(config)
+    if config.algo == "deml":  # external data = meta-training classes; never a test class
+        from metajax.learners.deml import check_external_classes
+
+        info = {**info, "external": {"source": "meta-training classes",
+                                     **check_external_classes(split.train.names, split.test.names)}}
     settings = {
         "train": (split.train, config.train_ways_, config.train_shots_, config.queries_),
         "val": (split.val, ways, shots, test_queries),
