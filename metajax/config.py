@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-DATASETS = ("omniglot", "sinusoid", "quadratic", "mlp")
+DATASETS = ("omniglot", "sinusoid", "quadratic", "mlp", "miniimagenet")
 L2O_DATASETS = ("quadratic", "mlp")  # optimisee families of the learned optimiser (algo l2o)
 
 
@@ -237,5 +237,7 @@ def make_config(algo: str, full_protocol: bool = False, **overrides) -> Config:
         if full_protocol and overrides.get("ways", 5) >= 20 and algo in (
                 "maml", "fomaml", "metasgd", "anil"):
             fields.update(MAML_FULL_20WAY)
+    if dataset == "miniimagenet":  # Ravi & Larochelle's split at 84x84 unless asked otherwise
+        fields.update(split="ravi", image_size=84)
     fields.update(overrides)
     return Config(algo=algo, full_protocol=full_protocol, **fields)

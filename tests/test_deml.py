@@ -5,6 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from conftest import coded_images
 
 from metajax.config import make_config
 from metajax.data.episodes import episode_sampler
@@ -13,8 +14,6 @@ from metajax.learners.classification import cross_entropy
 from metajax.learners.deml import ConceptBatch, check_external_classes, concept_sampler, deml
 from metajax.nets import ConceptResNet
 from metajax.training import evaluate, train
-
-from conftest import coded_images
 
 
 def test_external_class_check_rejects_any_test_character():

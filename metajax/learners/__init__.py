@@ -61,7 +61,8 @@ def _maml(config: Config, ways: int, shots: int, phase: str = "train") -> Learne
 def _metasgd(config: Config, ways: int, shots: int, phase: str = "train") -> Learner:
     del shots
     network, loss = _network(config, ways, phase)
-    return metasgd(network, config.inner_lr, _steps(config, phase), remat=config.remat, loss=loss)
+    return metasgd(network, config.inner_lr, _steps(config, phase), remat=config.remat, loss=loss,
+                   first_order=config.first_order)
 
 
 def _anil(config: Config, ways: int, shots: int, phase: str = "train") -> Learner:
