@@ -67,6 +67,15 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--optimizer", choices=["adam", "sgd"], help="outer optimiser")
     g.add_argument("--lr-anneal", action="store_true", default=None,
                    help="anneal the outer learning rate linearly to 0 (Reptile)")
+    d = t.add_argument_group("deml (concept generator + discriminator + Meta-SGD)")
+    d.add_argument("--concept-weight", type=float,
+                   help="lambda of L_meta + lambda * L_discrimination (0: no discriminator)")
+    d.add_argument("--external-batch", type=int, help="external examples per step")
+    d.add_argument("--concept-stages", type=int, help="ResNet stages of the concept generator")
+    d.add_argument("--concept-blocks", type=int, help="residual blocks per stage")
+    d.add_argument("--meta-learner", choices=["metasgd", "maml"], help="learner on the concepts")
+    d.add_argument("--first-order", action="store_true", default=None,
+                   help="drop second derivatives of the inner loop")
     o = t.add_argument_group("learned optimiser (l2o, --dataset quadratic or mlp)")
     o.add_argument("--unroll", type=int, help="steps per truncated unroll (default 20)")
     o.add_argument("--horizon", type=int, help="optimisee steps per run (default 100)")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-DATASETS = ("omniglot", "sinusoid", "quadratic", "mlp")
+DATASETS = ("omniglot", "sinusoid", "quadratic", "mlp", "miniimagenet")
 L2O_DATASETS = ("quadratic", "mlp")  # optimisee families of the learned optimiser (algo l2o)
 
 
@@ -89,6 +89,16 @@ class Config:
     memory_width: int = 40
     read_heads: int = 4
     clip_norm: float = 0.0
+    # deml (concept space): L = L_meta + concept_weight * L_discrimination; `external_batch`
+    # external examples per step (split over the meta-batch); the concept generator is a ResNet of
+    # `width` filters, `concept_stages` stages of `concept_blocks` blocks; `meta_learner` is
+    # "metasgd" or "maml"; `first_order` drops second derivatives of its inner loop.
+    concept_weight: float = 1.0
+    external_batch: int = 64
+    concept_stages: int = 3
+    concept_blocks: int = 1
+    meta_learner: str = "metasgd"
+    first_order: bool = False
 
     @property
     def train_ways_(self) -> int:
@@ -174,6 +184,14 @@ ALGO_DEFAULTS["reptile"] = (
     dict(_REPTILE, steps=5000, task_map="map", val_every=1000, val_episodes=100),
     dict(_REPTILE, steps=100000, val_every=5000),
 )
+# DEML (Zhou et al. 2018) on Omniglot: the MAML split; the external classes are the meta-training
+# classes (4400); Meta-SGD with one inner step on a linear learner over the concepts of a 3-stage
+# ResNet of width 32. CPU: meta-batch 4 and 64 external examples per step.
+_DEML = dict(split="maml", queries=5, inner_lr=0.4, inner_steps=1, test_inner_steps=1, width=32,
+             concept_weight=1.0, external_batch=64, lr=1e-3, val_every=500, val_episodes=100,
+             eval_episodes=600)
+ALGO_DEFAULTS["deml"] = (dict(_DEML, meta_batch=4, steps=2000),
+                         dict(_DEML, meta_batch=32, steps=60000, external_batch=256))
 # The pretrained baseline is for regression only (see SINUSOID_DEFAULTS).
 ALGO_DEFAULTS["pretrained"] = (dict(), dict())
 
@@ -279,5 +297,7 @@ def make_config(algo: str, full_protocol: bool = False, **overrides) -> Config:
         if full_protocol and overrides.get("ways", 5) >= 20 and algo in (
                 "maml", "fomaml", "metasgd", "anil"):
             fields.update(MAML_FULL_20WAY)
+    if dataset == "miniimagenet":  # Ravi & Larochelle's split at 84x84 unless asked otherwise
+        fields.update(split="ravi", image_size=84)
     fields.update(overrides)
     return Config(algo=algo, full_protocol=full_protocol, **fields)

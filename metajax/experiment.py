@@ -39,6 +39,11 @@ class TaskSource:
 
 
 def _omniglot_parts(config: Config):
+    if config.dataset == "miniimagenet":
+        from metajax.data.miniimagenet import load_miniimagenet
+
+        split = load_miniimagenet(config.image_size, data_dir=config.data_dir, verbose=True)
+        return split, split.info
     omniglot = load_omniglot(config.image_size, data_dir=config.data_dir, verbose=True)
     split = make_split(omniglot, config.split, seed=config.split_seed, data_dir=config.data_dir)
     return split, split.info
@@ -62,9 +67,14 @@ def task_sources(config: Config, ways: int | None = None, shots: int | None = No
         return {"train": TaskSource(sinusoid_sampler(config.train_shots_, config.queries_), None,
                                     "train"),
                 "test": TaskSource(sinusoid_sampler(shots, test_queries), None, "test")}, info
-    if config.dataset != "omniglot":
+    if config.dataset not in ("omniglot", "miniimagenet"):
         raise ValueError(f"unknown dataset {config.dataset!r}")
     split, info = _omniglot_parts(config)
+    if config.algo == "deml":  # external data = meta-training classes; never a test class
+        from metajax.learners.deml import check_external_classes
+
+        info = {**info, "external": {"source": "meta-training classes",
+                                     **check_external_classes(split.train.names, split.test.names)}}
     settings = {
         "train": (split.train, config.train_ways_, config.train_shots_, config.queries_),
         "val": (split.val, ways, shots, test_queries),

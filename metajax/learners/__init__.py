@@ -15,6 +15,7 @@ from metajax.learners.blackbox import (
     instance_accuracies,
     sequence_learner,
 )
+from metajax.learners.deml import ConceptBatch, concept_sampler, deml
 from metajax.learners.maml import (
     anil,
     inner_loop,
@@ -28,7 +29,7 @@ from metajax.learners.matching import MatchingNet, matching_net
 from metajax.learners.protonet import protonet, prototypes, squared_distances
 from metajax.learners.relation import RelationNet, relation_net
 from metajax.learners.siamese import KochEmbedding, SiameseNet, SmallSiameseEmbedding, siamese
-from metajax.nets import MLP, Conv4
+from metajax.nets import MLP, ConceptResNet, Conv4
 from metajax.nets.blackbox import SNAIL, LSTMBlackBox, MeanEmbeddingBlackBox
 from metajax.nets.mann import FeedForwardCell, LSTMCell, MANNCell
 from metajax.types import Learner, SampleFn
@@ -69,7 +70,8 @@ def _maml(config: Config, ways: int, shots: int, phase: str = "train") -> Learne
 def _metasgd(config: Config, ways: int, shots: int, phase: str = "train") -> Learner:
     del shots
     network, loss = _network(config, ways, phase)
-    return metasgd(network, config.inner_lr, _steps(config, phase), remat=config.remat, loss=loss)
+    return metasgd(network, config.inner_lr, _steps(config, phase), remat=config.remat, loss=loss,
+                   first_order=config.first_order)
 
 
 def _anil(config: Config, ways: int, shots: int, phase: str = "train") -> Learner:
@@ -158,6 +160,27 @@ def _snail(config: Config, ways: int, shots: int, phase: str = "train") -> Learn
     return episode_blackbox(SNAIL(Conv4(width=config.width), _blackbox_ways(config, ways)))
 
 
+def _deml(config: Config, ways: int, shots: int, phase: str = "train") -> Learner:
+    del shots
+    if phase == "test" and ways != config.train_ways_:
+        raise ValueError(f"deml has a learner of {config.train_ways_} outputs (its training ways); "
+                         f"evaluate it at --ways {config.train_ways_}")
+    generator = ConceptResNet(width=config.width, stages=config.concept_stages,
+                              blocks=config.concept_blocks)
+    return deml(generator, config.train_ways_, config.inner_lr, _steps(config, phase),
+                concept_weight=config.concept_weight, meta_learner=config.meta_learner,
+                first_order=config.first_order, remat=config.remat)
+
+
+def _deml_concepts(config: Config, images_shape: tuple[int, ...], where: str) -> SampleFn:
+    """Episodes plus external examples, both from the meta-training classes."""
+    if config.external_batch % config.meta_batch:
+        raise ValueError(f"external_batch={config.external_batch} must be a multiple of "
+                         f"meta_batch={config.meta_batch} (each task carries an equal slice)")
+    return concept_sampler(config.train_ways_, config.train_shots_, config.queries_,
+                           config.external_batch // config.meta_batch, images_shape, where)
+
+
 def _siamese_pairs(config: Config, images_shape: tuple[int, ...], where: str) -> SampleFn:
     check_pairs_shape(images_shape, config.pairs, where)
     return pair_sampler(config.pairs, config.affine)
@@ -181,6 +204,7 @@ LEARNERS: dict[str, Callable[..., Learner]] = {
     "lstm": _lstm,
     "feedforward": _feedforward,
     "snail": _snail,
+    "deml": _deml,
 }
 
 # name -> training_sampler(config, train_images_shape, where) for learners that are not trained on
@@ -188,6 +212,7 @@ LEARNERS: dict[str, Callable[..., Learner]] = {
 # listed here train on the usual episodes; all are evaluated on N-way K-shot episodes.
 TRAIN_SAMPLERS: dict[str, Callable[[Config, tuple[int, ...], str], SampleFn]] = {
     "siamese": _siamese_pairs,
+    "deml": _deml_concepts,
 }
 
 
@@ -203,8 +228,9 @@ def build_learner(config: Config, ways: int | None = None, shots: int | None = N
 
 
 __all__ = [
-    "LEARNERS", "PHASES", "TRAIN_SAMPLERS", "accuracy_by_instance", "anil", "build_learner",
-    "episode_blackbox", "inner_loop", "instance_accuracies", "maml", "matching_net", "metasgd",
-    "pretrained", "protonet", "prototypes", "relation_net", "reptile", "sequence_learner",
+    "LEARNERS", "PHASES", "TRAIN_SAMPLERS", "ConceptBatch", "accuracy_by_instance", "anil",
+    "build_learner", "concept_sampler", "deml", "episode_blackbox", "inner_loop",
+    "instance_accuracies", "maml", "matching_net", "metasgd", "pretrained", "protonet",
+    "prototypes", "relation_net", "reptile", "sequence_learner",
     "siamese", "sgd_step", "squared_distances",
 ]

@@ -5,9 +5,10 @@ from metajax.nets.conv4 import Conv4
 from metajax.nets.layers import BatchNorm, Conv, conv_im2col, max_pool_2x2
 from metajax.nets.mann import FeedForwardCell, LSTMCell, MANNCell, lrua_step, unroll
 from metajax.nets.mlp import MLP
+from metajax.nets.resnet import ConceptResNet, ResidualBlock
 
 __all__ = [
-    "SNAIL", "BatchNorm", "Conv", "Conv4", "FeedForwardCell", "LSTMBlackBox", "LSTMCell",
-    "MANNCell", "MLP", "MeanEmbeddingBlackBox", "conv_im2col", "lrua_step", "max_pool_2x2",
-    "unroll",
+    "SNAIL", "BatchNorm", "ConceptResNet", "Conv", "Conv4", "FeedForwardCell", "LSTMBlackBox",
+    "LSTMCell", "MANNCell", "MLP", "MeanEmbeddingBlackBox", "ResidualBlock", "conv_im2col",
+    "lrua_step", "max_pool_2x2", "unroll",
 ]
