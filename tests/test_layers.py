@@ -32,7 +32,8 @@ def test_conv_im2col_equals_xla_convolution_and_its_gradient(stride, padding, si
         return conv_im2col(x, kernel, stride, padding)
 
     chex.assert_trees_all_close(ours(x, kernel), xla(x, kernel), rtol=1e-12, atol=1e-12)
-    loss = lambda f: lambda x, k: jnp.sum(jnp.sin(f(x, k)))
+    def loss(f):
+        return lambda x, k: jnp.sum(jnp.sin(f(x, k)))
     chex.assert_trees_all_close(jax.grad(loss(ours), (0, 1))(x, kernel),
                                 jax.grad(loss(xla), (0, 1))(x, kernel), rtol=1e-11, atol=1e-11)
 
@@ -86,7 +87,8 @@ def test_max_pool_ties_send_the_gradient_to_the_first_maximum_only():
 def test_max_pool_forward_mode_and_second_order_match_finite_differences():
     x = jax.random.normal(jax.random.PRNGKey(5), (1, 4, 4, 2), jnp.float64)
     v = jax.random.normal(jax.random.PRNGKey(6), x.shape, jnp.float64)
-    f = lambda x: jnp.sum(jnp.tanh(max_pool_2x2(jnp.sin(x))) ** 2)
+    def f(x):
+        return jnp.sum(jnp.tanh(max_pool_2x2(jnp.sin(x))) ** 2)
     _, tangent = jax.jvp(f, (x,), (v,))
     eps = 1e-6
     chex.assert_trees_all_close(tangent, (f(x + eps * v) - f(x - eps * v)) / (2 * eps), rtol=1e-7)
@@ -99,7 +101,8 @@ def test_conv4_gradient_is_the_same_jitted_and_eager_and_for_both_conv_impls():
     x = jax.random.normal(jax.random.PRNGKey(7), (4, 28, 28, 1), jnp.float64)
     net = Conv4(num_outputs=5)
     params = net.init(jax.random.PRNGKey(8), x)
-    loss = lambda p, n: jnp.sum(jnp.sin(n.apply(p, x)))
+    def loss(p, n):
+        return jnp.sum(jnp.sin(n.apply(p, x)))
     g = jax.grad(loss)(params, net)
     chex.assert_trees_all_close(jax.jit(jax.grad(loss), static_argnums=1)(params, net), g,
                                 rtol=1e-10, atol=1e-12)
