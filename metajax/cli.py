@@ -124,7 +124,13 @@ def _score(result: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The `metajax` command. Run from the command line (`argv` None), it first re-executes itself
+    with a faster memory allocator (`metajax.allocator`; `METAJAX_ALLOCATOR=system` opts out)."""
     args = _parser().parse_args(argv)
+    if argv is None and args.command in ("train", "eval", "eval-runs"):
+        from metajax.allocator import reexec_with_allocator
+
+        reexec_with_allocator(["-m", "metajax.cli", *sys.argv[1:]])
     # Imported here so that `metajax --help` answers without starting JAX.
     from metajax.config import make_config
     from metajax.data.download import DataError

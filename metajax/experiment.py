@@ -17,6 +17,7 @@ from typing import Any
 import jax
 import optax
 
+from metajax.allocator import current_allocator
 from metajax.config import Config, make_config
 from metajax.data.episodes import check_episode_shape, episode_sampler
 from metajax.data.omniglot import load_omniglot, make_split
@@ -152,6 +153,7 @@ def machine_info() -> dict:
         "devices": [str(d) for d in jax.devices()],
         "jax": jax.__version__,
         "python": platform.python_version(),
+        "allocator": current_allocator(),
     }
 
 
