@@ -13,12 +13,13 @@ method on 2 CPU cores. The paper's 60,000 steps are `--full-protocol`.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.common import write_results  # noqa: E402
+from benchmarks.common import RESULTS, command_line, write_results  # noqa: E402
 from metajax.allocator import reexec_with_allocator  # noqa: E402
 from metajax.config import make_config  # noqa: E402
 from metajax.experiment import machine_info, train_and_evaluate  # noqa: E402
@@ -51,9 +52,17 @@ def main() -> None:
         rows.append({"algo": algo, "accuracy": s["accuracy"], "ci95": s["ci95"],
                      "episodes": s["episodes"], "wall_time_s": s["wall_time_s"],
                      "steps_per_s": s["steps_per_s"], "paper": PAPER[algo],
-                     "config": s["config"]})
+                     "config": s["config"], "command": command_line(),
+                     "machine": machine_info()})
         print(f"{algo}: {100 * s['accuracy']:.2f} ± {100 * s['ci95']:.2f} "
               f"({s['wall_time_s']:.0f}s)", flush=True)
+    name = "maml_omniglot" if args.steps is None else f"maml_omniglot_steps{args.steps}"
+    # Methods run one at a time keep each other's rows (each row has its own command and machine).
+    old = RESULTS / f"{name}.json"
+    if old.exists():
+        done = {r["algo"] for r in rows}
+        rows = [r for r in json.loads(old.read_text())["rows"] if r["algo"] not in done] + rows
+        rows.sort(key=lambda r: ALGOS.index(r["algo"]))
     lines = ["| method | 5-way 1-shot acc. % (ours) | paper | steps | meta-batch | inner steps "
              "train/test | wall s |", "|---|---|---|---|---|---|---|"]
     for r in rows:
@@ -63,7 +72,6 @@ def main() -> None:
                      f"{c['test_inner_steps'] or c['inner_steps']} | {r['wall_time_s']:.0f} |")
     table = "\n".join(lines)
     print(table)
-    name = "maml_omniglot" if args.steps is None else f"maml_omniglot_steps{args.steps}"
     write_results(name, {"rows": rows, "machine": machine_info(),
                          "wall_time_s": time.time() - start}, table)
 

@@ -46,9 +46,22 @@ from timing import time_steps  # noqa: E402
 PEERS = ("learn2learn", "higher", "torchfunc", "torch", "torchfunc-bn")
 IMPLS = ("metajax",) + PEERS
 DEFAULT_IMPLS = "metajax,learn2learn,higher,torchfunc,torch"
-# glibc: keep freed memory in the process (no mmap for big blocks, no trimming), so that a step
-# does not spend its time in page faults; set identically in every timed process.
-ALLOCATOR_ENV = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": str(64 * 2**30)}
+# The allocator, set identically in every timed process (`--allocator`): freed memory kept in the
+# process so that a step does not spend its time in page faults. "auto" (jemalloc with decay off if
+# installed, else glibc tunables) is what `metajax train` uses (metajax.allocator); "malloc-env" is
+# glibc's MALLOC_MMAP_MAX_/MALLOC_TRIM_THRESHOLD_ variables; "system" sets nothing.
+MALLOC_ENV = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": str(64 * 2**30)}
+ALLOCATOR_ENV: dict = {}
+
+
+def set_allocator(choice: str) -> dict:
+    """Fills ALLOCATOR_ENV for `choice` and returns it."""
+    from metajax.allocator import allocator_env
+
+    ALLOCATOR_ENV.clear()
+    ALLOCATOR_ENV.update(MALLOC_ENV if choice == "malloc-env" else allocator_env(choice))
+    ALLOCATOR_ENV["METAJAX_ALLOCATOR_SET"] = "1"
+    return ALLOCATOR_ENV
 CHECK_RTOL = 1e-9  # float64 implementations that are right agree to ~1e-12
 
 WORKLOADS = {
@@ -450,6 +463,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--scaling-meta-batches", default=",".join(map(str, SCALING_META_BATCH)))
     p.add_argument("--scaling-inner-steps", default=",".join(map(str, SCALING_INNER_STEPS)))
     p.add_argument("--scaling-devices", default=",".join(map(str, SCALING_DEVICES)))
+    p.add_argument("--allocator", default="auto",
+                   choices=["auto", "jemalloc", "glibc", "malloc-env", "system"],
+                   help="memory allocator of every timed process (default: as metajax train)")
     p.add_argument("--peer-python", default=str(ROOT / ".venv-peers/bin/python"))
     p.add_argument("--json", default=None, help="also write the JSON here")
     p.add_argument("--results-dir", default=str(ROOT / "benchmarks/results"))
@@ -753,6 +769,7 @@ def main(argv=None) -> None:
         job = json.loads(Path(args.job).read_text())
         Path(job["out"]).write_text(json.dumps(run_metajax_job(job)))
         return
+    set_allocator(args.allocator)
     start = time.time()
     impls = [] if args.impls in ("", "none") else [i.strip() for i in args.impls.split(",")]
     unknown = [i for i in impls if i not in IMPLS]
@@ -811,7 +828,7 @@ def main(argv=None) -> None:
             "inner_lr", "outer_lr", "width", "repeats", "min_seconds", "warmup", "seed",
             "check_meta_batch",
             "metajax_step")}, "description": describe(args), "check_rtol": CHECK_RTOL},
-        "allocator_env": ALLOCATOR_ENV, "notes": notes,
+        "allocator": args.allocator, "allocator_env": ALLOCATOR_ENV, "notes": notes,
         "flop_count": "xla_gflop: 2 x multiply-adds of the convolutions and dots of the compiled "
                       "step's optimised HLO, window taps on padding excluded, while-loop bodies "
                       "(lax.map over tasks, the inner lax.scan) times their known trip counts "
