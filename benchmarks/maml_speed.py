@@ -842,7 +842,10 @@ def main(argv=None) -> None:
     print(table)
     out = Path(args.results_dir)
     out.mkdir(parents=True, exist_ok=True)
-    name = f"maml_speed_{args.workload}"
+    name = f"maml_speed_{args.workload}"  # non-default sizes get their own files
+    for key, tag in (("inner_steps", "k"), ("meta_batch", "T"), ("queries", "q")):
+        if getattr(args, key) != WORKLOADS[args.workload][key]:
+            name += f"_{tag}{getattr(args, key)}"
     (out / f"{name}.json").write_text(json.dumps(payload, indent=1))
     (out / f"{name}.md").write_text(
         f"# {name}\n\nCommand: `{payload['command']}`  \nDate: {payload['date']}  \n"
