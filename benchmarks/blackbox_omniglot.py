@@ -30,6 +30,9 @@ def main() -> None:
     parser.add_argument("--name", default="blackbox_omniglot_5w1s")
     parser.add_argument("--progress", action="store_true")
     args = parser.parse_args()
+    from metajax.allocator import reexec_with_allocator
+
+    reexec_with_allocator()  # jemalloc or glibc tunables, as `metajax train` does
 
     from metajax.config import make_config
 

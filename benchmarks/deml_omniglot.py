@@ -77,6 +77,9 @@ def main() -> None:
     parser.add_argument("--out", default="runs/deml_omniglot", help="parent of the run folders")
     parser.add_argument("--data-dir")
     args = parser.parse_args()
+    from metajax.allocator import reexec_with_allocator
+
+    reexec_with_allocator()  # jemalloc or glibc tunables, as `metajax train` does
     start = time.time()
     steps = args.time_steps or args.steps
     episodes = 20 if args.time_steps else args.eval_episodes

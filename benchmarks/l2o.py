@@ -75,6 +75,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--full-protocol", action="store_true")
     args = parser.parse_args()
+    from metajax.allocator import reexec_with_allocator
+
+    reexec_with_allocator()  # jemalloc or glibc tunables, as `metajax train` does
 
     start = time.time()
     optimizees = args.optimizees or (200 if args.problem == "quadratic" else 100)

@@ -93,6 +93,9 @@ def main() -> None:
                         help="do not train: score the latest checkpoint of each run in --runs-dir "
                              "(a run cut short is labelled with the steps it reached)")
     args = parser.parse_args()
+    from metajax.allocator import reexec_with_allocator
+
+    reexec_with_allocator()  # jemalloc or glibc tunables, as `metajax train` does
 
     from metajax.config import make_config
     from metajax.experiment import train_and_evaluate

@@ -56,6 +56,9 @@ def main() -> None:
     parser.add_argument("--episodes", type=int, default=600)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
+    from metajax.allocator import reexec_with_allocator
+
+    reexec_with_allocator()  # jemalloc or glibc tunables, as `metajax train` does
     start = time.time()
     rows, params_of = [], {}
     for shots in args.shots:
