@@ -1,0 +1,35 @@
+"""benchmarks/make_results.py turns each results layout into rows of one table."""
+
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from make_results import collect, render  # noqa: E402
+
+MACHINE = {"cpu": "Test CPU", "cpu_count": 2, "load_average_1min": 0.5}
+
+
+def test_rows_from_two_layouts_and_unknown_files_are_listed(tmp_path):
+    (tmp_path / "protonet_omniglot.json").write_text(json.dumps({
+        "command": "python benchmarks/protonet_omniglot.py", "machine": MACHINE,
+        "results": [{"algo": "protonet", "ways": 5, "shots": 1, "accuracy": 97.5, "ci95": 0.2,
+                     "episodes": 1000, "paper": 98.8, "train_steps": 3000,
+                     "run_wall_time_s": 600.0}]}))
+    (tmp_path / "maml_omniglot.json").write_text(json.dumps({
+        "command": "python benchmarks/maml_omniglot.py", "machine": MACHINE,
+        "rows": [{"algo": "maml", "accuracy": 0.971, "ci95": 0.004, "episodes": 600,
+                  "wall_time_s": 90.0, "paper": "98.7 ± 0.4",
+                  "config": {"ways": 5, "shots": 1, "steps": 5000, "meta_batch": 32}}]}))
+    (tmp_path / "mystery.json").write_text(json.dumps({"x": 1}))
+    rows, unknown = collect(tmp_path)
+    by_method = {r["method"]: r for r in rows}
+    assert set(by_method) == {"protonet", "maml"} and unknown == ["mystery.json"]
+    assert by_method["protonet"]["ours"] == "97.50 ± 0.20"
+    assert by_method["protonet"]["paper"] == "98.8"
+    assert by_method["protonet"]["wall time"] == "10.0 min"
+    assert by_method["maml"]["ours"] == "97.10 ± 0.40"  # fractions become percent
+    assert "5000 steps x meta-batch 32" in by_method["maml"]["task / setting"]
+    assert by_method["maml"]["machine"] == "Test CPU, 2 cores, load 0.5"
+    text = render(tmp_path)
+    assert "`python benchmarks/maml_omniglot.py`" in text and "mystery.json" in text
