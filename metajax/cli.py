@@ -67,6 +67,13 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--optimizer", choices=["adam", "sgd"], help="outer optimiser")
     g.add_argument("--lr-anneal", action="store_true", default=None,
                    help="anneal the outer learning rate linearly to 0 (Reptile)")
+    b = t.add_argument_group("transfer baselines (finetune, baseline++, multitask)")
+    b.add_argument("--batch-size", type=int, help="pre-training images per step")
+    b.add_argument("--head-steps", type=int, help="Adam steps fitting a new head per test episode")
+    b.add_argument("--head-lr", type=float, help="learning rate of the new head")
+    b.add_argument("--finetune-steps", type=int,
+                   help="then fine-tune the whole network this many steps (0: head only)")
+    b.add_argument("--finetune-lr", type=float, help="learning rate of that fine-tuning")
     d = t.add_argument_group("deml (concept generator + discriminator + Meta-SGD)")
     d.add_argument("--concept-weight", type=float,
                    help="lambda of L_meta + lambda * L_discrimination (0: no discriminator)")

@@ -93,6 +93,14 @@ class Config:
     # external examples per step (split over the meta-batch); the concept generator is a ResNet of
     # `width` filters, `concept_stages` stages of `concept_blocks` blocks; `meta_learner` is
     # "metasgd" or "maml"; `first_order` drops second derivatives of its inner loop.
+    # transfer baselines (finetune, baseline++, multitask): pre-training batches of `batch_size`
+    # images; at test a new head fitted by `head_steps` of Adam with `head_lr`, then optionally
+    # `finetune_steps` of the whole network with `finetune_lr`, unfreezing from the earliest layer.
+    batch_size: int = 128
+    head_steps: int = 100
+    head_lr: float = 0.01
+    finetune_steps: int = 0
+    finetune_lr: float = 1e-4
     concept_weight: float = 1.0
     external_batch: int = 64
     concept_stages: int = 3
@@ -193,6 +201,15 @@ _DEML = dict(split="maml", queries=5, inner_lr=0.4, inner_steps=1, test_inner_st
              eval_episodes=600)
 ALGO_DEFAULTS["deml"] = (dict(_DEML, meta_batch=4, steps=2000),
                          dict(_DEML, meta_batch=32, steps=60000, external_batch=256))
+# Transfer baselines (Chen et al. 2019): conv4 pre-trained as a classifier over all training classes
+# (Vinyals split) with Adam 1e-3, batches of 128; at test a new head per episode. CPU: 3000 steps
+# (measured about 0.1 s per step); the paper trains 400 epochs (full protocol: 40000 steps).
+# multitask: fixed tasks of 5 training classes, a head each.
+_BASELINE = dict(split="vinyals", batch_size=128, lr=1e-3, lr_decay_every=1000, val_every=1000,
+                 val_episodes=100, eval_episodes=600)
+for _algo in ("finetune", "baseline++", "multitask"):
+    ALGO_DEFAULTS[_algo] = (dict(_BASELINE, steps=3000), dict(_BASELINE, steps=40000,
+                                                              lr_decay_every=10000))
 # The pretrained baseline is for regression only (see SINUSOID_DEFAULTS).
 ALGO_DEFAULTS["pretrained"] = (dict(), dict())
 

@@ -9,6 +9,12 @@ import flax.linen as nn
 from metajax.config import Config
 from metajax.data.pairs import check_pairs_shape, pair_sampler
 from metajax.data.sequences import label_size
+from metajax.learners.baselines import (
+    ClassBatch,
+    class_batch_sampler,
+    finetune_learner,
+    pretrain_learner,
+)
 from metajax.learners.blackbox import (
     accuracy_by_instance,
     episode_blackbox,
@@ -181,6 +187,27 @@ def _deml_concepts(config: Config, images_shape: tuple[int, ...], where: str) ->
                            config.external_batch // config.meta_batch, images_shape, where)
 
 
+def _baseline(config: Config, ways: int, shots: int, phase: str = "train") -> Learner:
+    """finetune / baseline++ / multitask: a classifier at training, a new head per test episode."""
+    del ways, shots
+    cosine = config.algo == "baseline++"
+    if phase == "train":
+        return pretrain_learner(config.width, config.downsample, cosine)
+    return finetune_learner(config.width, config.downsample, cosine, config.head_steps,
+                            config.head_lr, config.finetune_steps, config.finetune_lr)
+
+
+def _class_batches(config: Config, images_shape: tuple[int, ...], where: str) -> SampleFn:
+    """Supervised batches over all training classes (multitask: fixed tasks of `ways` classes)."""
+    if len(images_shape) < 3:
+        raise ValueError(f"{where}: expected images [classes, drawings, ...], got {images_shape}")
+    group = config.train_ways_ if config.algo == "multitask" else 0
+    if group and images_shape[0] < group:
+        raise ValueError(f"{where} has {images_shape[0]} classes; multitask needs at least "
+                         f"{group} (one task of --train-ways classes)")
+    return class_batch_sampler(config.batch_size, images_shape[0], group, seed=config.seed)
+
+
 def _siamese_pairs(config: Config, images_shape: tuple[int, ...], where: str) -> SampleFn:
     check_pairs_shape(images_shape, config.pairs, where)
     return pair_sampler(config.pairs, config.affine)
@@ -205,6 +232,9 @@ LEARNERS: dict[str, Callable[..., Learner]] = {
     "feedforward": _feedforward,
     "snail": _snail,
     "deml": _deml,
+    "finetune": _baseline,
+    "baseline++": _baseline,
+    "multitask": _baseline,
 }
 
 # name -> training_sampler(config, train_images_shape, where) for learners that are not trained on
@@ -213,6 +243,9 @@ LEARNERS: dict[str, Callable[..., Learner]] = {
 TRAIN_SAMPLERS: dict[str, Callable[[Config, tuple[int, ...], str], SampleFn]] = {
     "siamese": _siamese_pairs,
     "deml": _deml_concepts,
+    "finetune": _class_batches,
+    "baseline++": _class_batches,
+    "multitask": _class_batches,
 }
 
 
@@ -228,9 +261,9 @@ def build_learner(config: Config, ways: int | None = None, shots: int | None = N
 
 
 __all__ = [
-    "LEARNERS", "PHASES", "TRAIN_SAMPLERS", "ConceptBatch", "accuracy_by_instance", "anil",
-    "build_learner", "concept_sampler", "deml", "episode_blackbox", "inner_loop",
-    "instance_accuracies", "maml", "matching_net", "metasgd", "pretrained", "protonet",
-    "prototypes", "relation_net", "reptile", "sequence_learner",
-    "siamese", "sgd_step", "squared_distances",
+    "ClassBatch", "ConceptBatch", "LEARNERS", "PHASES", "TRAIN_SAMPLERS", "accuracy_by_instance",
+    "anil", "build_learner", "class_batch_sampler", "concept_sampler", "deml", "episode_blackbox",
+    "finetune_learner", "inner_loop", "instance_accuracies", "maml", "matching_net", "metasgd",
+    "pretrain_learner", "pretrained", "protonet", "prototypes", "relation_net", "reptile",
+    "sequence_learner", "sgd_step", "siamese", "squared_distances",
 ]
