@@ -173,7 +173,8 @@ def _conv_tasks(n, ways=3, shots=2, queries=2, size=8, seed=0):
 @pytest.mark.parametrize("task_map,downsample", [
     # ("vmap", "maxpool") guards conv4's max-pool: a reshape + max form of it gave a wrong
     # vmapped second-order gradient with jax 0.10.2 (see metajax.nets.layers.max_pool_2x2).
-    ("vmap", "stride"), ("map", "maxpool"), ("vmap", "maxpool"),
+    # ("map:2", ...) runs chunks of 2 vmapped tasks, with a remainder chunk of 1 here.
+    ("vmap", "stride"), ("map", "maxpool"), ("vmap", "maxpool"), ("map:2", "maxpool"),
 ])
 def test_meta_batch_gradient_equals_mean_of_per_task_gradients(task_map, downsample):
     tasks = _conv_tasks(3)

@@ -50,23 +50,27 @@ def init_state(learner: Learner, optimizer: optax.GradientTransformation, key: j
     return TrainState(jnp.zeros((), jnp.int32), params, optimizer.init(params))
 
 
-TASK_MAPS = ("vmap", "map")
+TASK_MAPS = ("vmap", "map", "map:N")
 
 
 def map_over_tasks(fn: Callable, task_map: str = "vmap") -> Callable:
     """`fn(params, task, key)` -> `fn(params, tasks, keys)` over a leading task axis.
 
     `"vmap"` vectorises over tasks (the default, one batched program). `"map"` runs the tasks one
-    after another with `lax.map`: for learners that adapt weights per task (MAML and relatives),
-    vmap turns each convolution into a grouped convolution with per-task kernels, which XLA:CPU runs
-    slowly; measured on 2 CPU cores, MAML on Omniglot conv4 (stride 2, width 64), a meta-batch of
-    4 tasks: vmap 0.49 s, map 0.22 s per step (with max-pooling both 1.4 s).
+    after another with `lax.map`. `"map:N"` runs chunks of N vmapped tasks one after another
+    (`lax.map` with `batch_size=N`): the working set of one chunk stays in cache and memory, where
+    a whole meta-batch of conv4 MAML tasks (32) needs gigabytes of temporaries on a CPU.
     """
     if task_map == "vmap":
         return jax.vmap(fn, in_axes=(None, 0, 0))
     if task_map == "map":
         return lambda params, tasks, keys: jax.lax.map(lambda tk: fn(params, *tk), (tasks, keys))
-    raise ValueError(f"task_map must be one of {TASK_MAPS}, got {task_map!r}")
+    if task_map.startswith("map:") and task_map[4:].isdigit() and int(task_map[4:]) > 0:
+        size = int(task_map[4:])
+        return lambda params, tasks, keys: jax.lax.map(lambda tk: fn(params, *tk), (tasks, keys),
+                                                       batch_size=size)
+    raise ValueError(f"task_map must be one of {TASK_MAPS} (N a positive integer), got "
+                     f"{task_map!r}")
 
 
 def meta_batch_loss(learner: Learner, params: Params, tasks: Task, keys: jax.Array,
