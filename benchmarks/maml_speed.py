@@ -242,7 +242,8 @@ def metajax_config(job: dict, order: int):
     return make_config(algo, ways=job["ways"], shots=job["shots"], queries=job["queries"],
                        meta_batch=job["meta_batch"], inner_steps=job["inner_steps"],
                        inner_lr=job["inner_lr"], downsample="maxpool", width=job["width"],
-                       remat=job.get("remat", False), lr=job["outer_lr"])
+                       remat=job.get("remat", False), lr=job["outer_lr"],
+                       task_map=job.get("task_map"))
 
 
 def metajax_problem(job: dict, dtype):
@@ -463,6 +464,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--scaling-meta-batches", default=",".join(map(str, SCALING_META_BATCH)))
     p.add_argument("--scaling-inner-steps", default=",".join(map(str, SCALING_INNER_STEPS)))
     p.add_argument("--scaling-devices", default=",".join(map(str, SCALING_DEVICES)))
+    p.add_argument("--task-map", default=None,
+                   help="metajax's task_map (vmap, map, map:N); default: the library's")
     p.add_argument("--allocator", default="auto",
                    choices=["auto", "jemalloc", "glibc", "malloc-env", "system"],
                    help="memory allocator of every timed process (default: as metajax train)")
@@ -486,7 +489,8 @@ def job_base(args, workdir: Path, tag: str) -> dict:
             "inner_lr": args.inner_lr, "outer_lr": args.outer_lr, "width": args.width,
             "seed": args.seed, "warmup": args.warmup, "repeats": args.repeats,
             "min_seconds": args.min_seconds,
-            "metajax_step": args.metajax_step, "out": str(workdir / f"{tag}.json")}
+            "metajax_step": args.metajax_step, "task_map": getattr(args, "task_map", None),
+            "out": str(workdir / f"{tag}.json")}
 
 
 class Driver:
