@@ -99,12 +99,12 @@ def test_max_pool_forward_mode_and_second_order_match_finite_differences():
 
 def test_conv4_gradient_is_the_same_jitted_and_eager_and_for_both_conv_impls():
     x = jax.random.normal(jax.random.PRNGKey(7), (4, 28, 28, 1), jnp.float64)
-    net = Conv4(num_outputs=5)
+    net = Conv4(width=8, num_outputs=5)
     params = net.init(jax.random.PRNGKey(8), x)
     def loss(p, n):
         return jnp.sum(jnp.sin(n.apply(p, x)))
     g = jax.grad(loss)(params, net)
     chex.assert_trees_all_close(jax.jit(jax.grad(loss), static_argnums=1)(params, net), g,
                                 rtol=1e-10, atol=1e-12)
-    chex.assert_trees_all_close(jax.grad(loss)(params, Conv4(num_outputs=5, conv="xla")), g,
+    chex.assert_trees_all_close(jax.grad(loss)(params, Conv4(width=8, num_outputs=5, conv="xla")), g,
                                 rtol=1e-10, atol=1e-12)
