@@ -64,8 +64,6 @@ def _parser() -> argparse.ArgumentParser:
                    "one) or map:N (chunks of N vmapped tasks, less memory)")
     g.add_argument("--remat", action="store_true", default=None,
                    help="jax.checkpoint each inner step (less memory for many steps)")
-    g.add_argument("--task-map", choices=["vmap", "map"],
-                   help="run the tasks of a meta-batch vectorised (vmap) or one by one (map)")
     g.add_argument("--optimizer", choices=["adam", "sgd"], help="outer optimiser")
     g.add_argument("--lr-anneal", action="store_true", default=None,
                    help="anneal the outer learning rate linearly to 0 (Reptile)")
