@@ -47,7 +47,9 @@ def main() -> None:
         config = make_config(algo, args.full_protocol, ways=5, shots=1, steps=args.steps,
                              eval_episodes=args.eval_episodes, seed=args.seed,
                              data_dir=args.data_dir)
-        s = train_and_evaluate(config, Path(args.out) / f"{algo}_5w1s_seed{args.seed}",
+        run_dir = Path(args.out) / f"{algo}_5w1s_seed{args.seed}"
+        # a run left in --out (cut short or finished) is resumed; a finished one is only scored
+        s = train_and_evaluate(config, run_dir, resume=(run_dir / "checkpoints").exists(),
                                progress=False)
         rows.append({"algo": algo, "accuracy": s["accuracy"], "ci95": s["ci95"],
                      "episodes": s["episodes"], "wall_time_s": s["wall_time_s"],
