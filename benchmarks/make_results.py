@@ -126,7 +126,8 @@ def _sinusoid_rows(path: Path, d: dict) -> list[dict] | None:
         return None
     out = []
     for r in rows:
-        ours = ", ".join(f"{k} step{'s' if k != '1' else ''}: {_pm(v, r['ci95'].get(k), 3)}"
+        ours = ", ".join(f"{k} step{'s' if k != '1' else ''}: "
+                         + ("diverged" if v is None else _pm(v, r['ci95'].get(k), 3))
                          for k, v in r["mse"].items())
         paper = r.get("paper")
         if isinstance(paper, list):

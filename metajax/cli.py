@@ -179,6 +179,11 @@ def main(argv: list[str] | None = None) -> int:
         else:
             r = evaluate_run(args.run_dir, args.ways, args.shots, args.episodes, args.queries,
                              args.seed, progress=not args.no_progress)
+            if r["algo"] == "l2o":
+                print(" ".join(f"{b['name']} {b['final_loss']:.4g}" for b in r["baselines"]))
+                print(f"l2o {r['dataset']}, {r['optimizees']} held-out optimisees, results in "
+                      f"{args.run_dir}/eval.json, final_loss {r['final_loss']:.4g}")
+                return 0
             setting = f"{r['ways']}-way {r['shots']}-shot"
             if "accuracy_by_instance" in r:
                 print("accuracy by instance: " + " ".join(

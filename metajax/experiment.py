@@ -26,7 +26,7 @@ from metajax.data.sequences import check_sequence_shape, sequence_sampler
 from metajax.data.sinusoid import AMPLITUDE, PHASE, X_RANGE, sinusoid_sampler
 from metajax.learners import TRAIN_SAMPLERS, accuracy_by_instance, build_learner
 from metajax.training.evaluation import evaluate
-from metajax.training.trainer import init_state, restore_state, train
+from metajax.training.trainer import CheckpointExists, init_state, restore_state, train
 from metajax.types import SampleFn
 
 
@@ -164,6 +164,11 @@ def _example_task(source: TaskSource):
 def prepare_run_dir(config: Config, out_dir: str | Path, resume: bool) -> Path:
     """Creates the run directory and writes `config.json`; a resumed run must keep its config."""
     out_dir = Path(out_dir)
+    ckpt = out_dir / "checkpoints"
+    steps = [int(p.name) for p in ckpt.iterdir() if p.name.isdigit()] if ckpt.is_dir() else []
+    if steps and not resume:  # refuse before config.json is touched: it belongs to that run
+        raise CheckpointExists(f"{out_dir} already holds checkpoints (latest step {max(steps)}); "
+                               f"pass --resume to continue that run, or choose another --out")
     out_dir.mkdir(parents=True, exist_ok=True)
     config_path = out_dir / "config.json"
     if resume and config_path.exists():
@@ -255,8 +260,12 @@ def evaluate_run(out_dir: str | Path, ways: int | None = None, shots: int | None
     """Evaluates a trained run on its test split, at its own or other ways/shots; writes eval.json."""
     config = load_config(out_dir)
     if config.algo == "l2o":
-        raise ValueError(f"{out_dir} is a learned-optimiser run; its evaluation is in summary.json "
-                         f"(load the optimiser with metajax.l2o.load_lstm_optimizer)")
+        from metajax.l2o.meta_train import evaluate_l2o_run
+
+        if ways or shots or queries:
+            raise ValueError("--ways, --shots and --queries do not apply to a learned-optimiser "
+                             "run; --episodes sets the number of held-out optimisees")
+        return evaluate_l2o_run(out_dir, episodes, seed)
     ways, shots = ways or config.ways, shots or config.shots
     params = load_params(out_dir, config)
     sources, split_info = task_sources(config, ways, shots, queries)

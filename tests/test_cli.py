@@ -58,6 +58,13 @@ def test_train_then_eval(tmp_path, capsys):
     assert result["ways"] == 3 and result["episodes"] == 12
     assert printed.endswith(f"{result['accuracy']:.4f}")
     assert set(result) >= {"accuracy", "ci95"}
+    capsys.readouterr()
+
+    # training into a finished run's folder is refused before its config.json is overwritten
+    config_before = (out / "config.json").read_text()
+    assert main(["train", "protonet", "--out", str(out), "--ways", "20", *TINY]) == 2
+    assert "--resume" in capsys.readouterr().err
+    assert (out / "config.json").read_text() == config_before
 
 
 def test_eval_of_a_missing_run_is_a_clear_error(tmp_path, capsys):

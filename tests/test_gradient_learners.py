@@ -15,26 +15,26 @@ from metajax.nets import Conv4
 from metajax.training import evaluate, meta_gradient, train
 
 
-def test_every_gradient_learner_gives_finite_meta_gradients_from_the_registry():
+@pytest.mark.parametrize("algo", ["maml", "fomaml", "metasgd", "anil", "reptile"])
+def test_every_gradient_learner_gives_finite_meta_gradients_from_the_registry(algo):
     rng = np.random.default_rng(0)
     images = jnp.asarray(rng.integers(0, 255, (12, 20, 8, 8, 1), dtype=np.uint8))
-    for algo in ("maml", "fomaml", "metasgd", "anil", "reptile"):
-        config = make_config(algo, ways=3, shots=1, width=4, steps=2, meta_batch=2, test_queries=2,
-                             inner_steps=2, test_inner_steps=3)
-        assert config.split == "maml" and config.downsample == "stride"
-        sample = episode_sampler(config.train_ways_, config.train_shots_, config.queries_)
-        tasks = jax.vmap(sample, in_axes=(0, None))(jax.random.split(jax.random.PRNGKey(0), 2),
-                                                    images)
-        learner = build_learner(config, phase="train")
-        params = learner.init(jax.random.PRNGKey(1), jax.tree.map(lambda x: x[0], tasks))
-        grads, metrics = jax.jit(lambda p, ts, ln=learner, c=config: meta_gradient(
-            ln, p, ts, jax.random.split(jax.random.PRNGKey(2), 2), c.task_map))(params, tasks)
-        make_optimizer(config).init(params)
-        assert all(np.isfinite(g).all() for g in jax.tree.leaves(grads)), algo
-        assert 0.0 <= float(metrics["accuracy"]) <= 1.0, (algo, metrics)
-        test_task = episode_sampler(3, 1, 2)(jax.random.PRNGKey(3), images)
-        loss, _ = jax.jit(build_learner(config, phase="test").loss)(params, test_task, None)
-        assert np.isfinite(float(loss)), algo
+    config = make_config(algo, ways=3, shots=1, width=4, steps=2, meta_batch=2, test_queries=2,
+                         inner_steps=2, test_inner_steps=3)
+    assert config.split == "maml" and config.downsample == "stride"
+    sample = episode_sampler(config.train_ways_, config.train_shots_, config.queries_)
+    tasks = jax.vmap(sample, in_axes=(0, None))(jax.random.split(jax.random.PRNGKey(0), 2),
+                                                images)
+    learner = build_learner(config, phase="train")
+    params = learner.init(jax.random.PRNGKey(1), jax.tree.map(lambda x: x[0], tasks))
+    grads, metrics = jax.jit(lambda p, ts, ln=learner, c=config: meta_gradient(
+        ln, p, ts, jax.random.split(jax.random.PRNGKey(2), 2), c.task_map))(params, tasks)
+    make_optimizer(config).init(params)
+    assert all(np.isfinite(g).all() for g in jax.tree.leaves(grads)), algo
+    assert 0.0 <= float(metrics["accuracy"]) <= 1.0, (algo, metrics)
+    test_task = episode_sampler(3, 1, 2)(jax.random.PRNGKey(3), images)
+    loss, _ = jax.jit(build_learner(config, phase="test").loss)(params, test_task, None)
+    assert np.isfinite(float(loss)), algo
 
 
 def test_full_protocol_settings():

@@ -3,6 +3,7 @@ dropped second derivatives, a short meta-training run, save/load, and the `metaj
 
 import json
 import math
+import shutil
 
 import jax
 import jax.numpy as jnp
@@ -31,6 +32,8 @@ from metajax.l2o.meta_train import (
 
 
 def _formula(g: float, p: float) -> tuple[float, float]:
+    if abs(g) > math.exp(p):
+        return 1.0, float(np.sign(g))
     if abs(g) >= math.exp(-p):
         return math.log(abs(g)) / p, float(np.sign(g))
     return -1.0, math.exp(p) * g
@@ -38,7 +41,7 @@ def _formula(g: float, p: float) -> tuple[float, float]:
 
 @pytest.mark.parametrize("p", [10.0, 5.0])
 def test_preprocessing_matches_the_paper_formula(p):
-    gs = [3.0, -0.5, 1e-3, -2e-3, 1e-6, -3e-7, 0.0, 500.0]
+    gs = [3.0, -0.5, 1e-3, -2e-3, 1e-6, -3e-7, 0.0, 500.0, 4e4, -1e6]  # 1e6 > e^10: clipped
     out = np.asarray(preprocess_gradient(jnp.array(gs), p))
     assert out.shape == (len(gs), 2)
     for g, row in zip(gs, out, strict=True):
@@ -195,3 +198,33 @@ def test_train_l2o_command_writes_summary(tmp_path, capsys):
     assert net.units == 20 and net.preprocess_p == 10.0
     assert main(["train", "protonet", "--dataset", "quadratic", "--out", str(tmp_path / "x"),
                  "--no-progress"]) == 2
+
+    # a run with checkpoints is refused without --resume, and its config is left alone
+    config_before = (out / "config.json").read_text()
+    assert main(["train", "l2o", "--dataset", "quadratic", "--out", str(out), "--steps", "5",
+                 "--no-progress"]) == 2
+    assert "--resume" in capsys.readouterr().err
+    assert (out / "config.json").read_text() == config_before
+    # a run cut off after its step-2 checkpoint resumes to the same optimiser
+    trained = (out / "lstm_optimizer.msgpack").read_bytes()
+    shutil.rmtree(out / "checkpoints" / "3")
+    (out / "summary.json").unlink()
+    assert main(["train", "l2o", "--dataset", "quadratic", "--out", str(out), "--steps", "3",
+                 "--meta-batch", "4", "--horizon", "10", "--unroll", "5", "--eval-episodes", "8",
+                 "--val-episodes", "8", "--log-every", "1", "--checkpoint-every", "2",
+                 "--no-progress", "--resume"]) == 0
+    capsys.readouterr()
+    lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [x["step"] for x in lines] == [1, 2, 3]
+    s = json.loads((out / "summary.json").read_text())
+    assert s["start_step"] == 2
+    assert (out / "lstm_optimizer.msgpack").read_bytes() == trained
+
+    # `metajax eval` scores the saved optimiser again on held-out optimisees
+    assert main(["eval", str(out), "--episodes", "8"]) == 0
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    e = json.loads((out / "eval.json").read_text())
+    assert e["optimizees"] == 8 and last.endswith(f"{e['final_loss']:.4g}")
+    assert abs(e["final_loss"] - s["final_loss"]) <= 1e-5 * max(1.0, abs(s["final_loss"]))
+    assert [b["name"] for b in e["baselines"]] == ["sgd", "nag", "rmsprop", "adam"]
+    assert main(["eval", str(out), "--ways", "5"]) == 2

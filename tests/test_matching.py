@@ -36,15 +36,15 @@ def test_predictions_and_full_context_embeddings():
     plain = matching_net(MatchingNet(width=4))
     fce = matching_net(MatchingNet(width=4, fce=True, fce_steps=2))
     for learner in (plain, fce):
-        params = learner.init(jax.random.PRNGKey(1), task)
-        log_probs = learner.predict(params, task, None)
+        params = jax.jit(learner.init)(jax.random.PRNGKey(1), task)
+        log_probs = jax.jit(learner.predict)(params, task, None)  # eager LSTM dispatch is slow
         assert log_probs.shape == (12, 4)
         np.testing.assert_allclose(jnp.exp(log_probs).sum(1), 1.0, atol=1e-4)
         paths = [jax.tree_util.keystr(path) for path, _ in
                  jax.tree_util.tree_flatten_with_path(params)[0]]
         assert any("LSTM" in p for p in paths) == (learner is fce)
-    params = fce.init(jax.random.PRNGKey(1), task)
-    grads = jax.grad(lambda p: fce.loss(p, task, None)[0])(params)
+    params = jax.jit(fce.init)(jax.random.PRNGKey(1), task)
+    grads = jax.jit(jax.grad(lambda p: fce.loss(p, task, None)[0]))(params)
     assert all(np.isfinite(g).all() for g in jax.tree.leaves(grads))
 
 

@@ -92,7 +92,9 @@ def _cli(out, steps, *extra):
 @pytest.mark.slow
 def test_resume_after_sigkill_matches_uninterrupted_run(tmp_path):
     steps = 14
-    subprocess.run(_cli(tmp_path / "full", steps), check=True, capture_output=True)
+    log = open(tmp_path / "full.log", "wb")  # noqa: SIM115 - closed below
+    full = subprocess.Popen(_cli(tmp_path / "full", steps), stdout=log,
+                            stderr=subprocess.STDOUT)  # runs beside the one that gets killed
     proc = subprocess.Popen(_cli(tmp_path / "killed", steps), stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     ckpt = tmp_path / "killed" / "checkpoints"
@@ -106,6 +108,9 @@ def test_resume_after_sigkill_matches_uninterrupted_run(tmp_path):
     proc.wait()
     assert not (tmp_path / "killed" / "summary.json").exists(), "run finished before the kill"
     subprocess.run(_cli(tmp_path / "killed", steps, "--resume"), check=True, capture_output=True)
+    full.wait()
+    log.close()
+    assert full.returncode == 0, (tmp_path / "full.log").read_text()[-2000:]
     a = load_params(tmp_path / "full")
     b = load_params(tmp_path / "killed")
     jax.tree.map(np.testing.assert_array_equal, a, b)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import os
 import time
 import zipfile
 from pathlib import Path
@@ -126,7 +127,7 @@ def load_miniimagenet(size: int = 84, data_dir=None, cache_dir=None, verbose: bo
         start = time.time()
         arrays = {part: _decode(images_dir, by_part[part], size, part) for part in PARTS}
         cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_name(cache.stem + ".tmp.npz")
+        tmp = cache.with_name(f"{cache.stem}.{os.getpid()}.tmp.npz")
         np.savez(tmp, **arrays)
         tmp.replace(cache)
         if verbose:

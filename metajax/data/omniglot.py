@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 import time
 import zipfile
 from dataclasses import dataclass, field
@@ -172,7 +173,7 @@ def load_omniglot(size: int = 28, data_dir=None, cache_dir=None, download_missin
         background += [part == "background"] * len(n)
     data = Omniglot(np.stack(arrays), tuple(names), np.array(background))
     cache.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cache.with_name(cache.stem + ".tmp.npz")
+    tmp = cache.with_name(f"{cache.stem}.{os.getpid()}.tmp.npz")  # concurrent writers (test workers)
     np.savez(tmp, images=data.images, names=np.array(names), background=data.background)
     tmp.replace(cache)
     if verbose:

@@ -42,12 +42,12 @@ Carry = tuple[tuple[Array, Array], ...]
 def preprocess_gradient(g: Array, p: float = 10.0) -> Array:
     """The paper's gradient preprocessing (Andrychowicz et al., appendix A): `[..., 2]` features.
 
-    `[max(log|g| / p, -1), clip(g * e^p, -1, 1)]`: for `|g| >= e^-p` this is (log-magnitude / p,
-    sign); for smaller gradients (-1, e^p g). The log is taken of `max(|g|, e^-p)`, which gives the
-    same value and a finite derivative at `g = 0` (for second-order meta-gradients).
+    `[clip(log|g| / p, -1, 1), clip(g * e^p, -1, 1)]`: for `e^-p <= |g| <= e^p` this is the paper's
+    (log-magnitude / p, sign); for smaller gradients (-1, e^p g); gradients above `e^p` (which the
+    paper leaves unbounded) saturate at 1. The log is taken of `clip(|g|, e^-p, e^p)`, which gives
+    the same value and a finite derivative at `g = 0` (for second-order meta-gradients).
     """
-    threshold = jnp.exp(-p)
-    log_part = jnp.log(jnp.maximum(jnp.abs(g), threshold)) / p
+    log_part = jnp.log(jnp.clip(jnp.abs(g), jnp.exp(-p), jnp.exp(p))) / p
     sign_part = jnp.clip(g * jnp.exp(p), -1.0, 1.0)
     return jnp.stack([log_part, sign_part], axis=-1)
 

@@ -37,6 +37,7 @@ from metajax.l2o.lstm_optimizer import (
     LSTMParams,
     init_lstm_optimizer,
     learned_optimizer,
+    load_lstm_optimizer,
     num_coordinates,
     propose_updates,
     save_lstm_optimizer,
@@ -335,6 +336,34 @@ def meta_train(config, family: TaskFamily, data: Any, out_dir: str | Path, resum
              "steps_per_s": timed / timed_s if timed_s else None,
              "train_wall_time_s": time.time() - wall}
     return state, stats
+
+
+def evaluate_l2o_run(out_dir: str | Path, episodes: int | None = None,
+                     seed: int | None = None) -> dict:
+    """What `metajax eval` does with a learned-optimiser run: loads `lstm_optimizer.msgpack` and
+    compares it again with the four tuned baselines on `episodes` held-out optimisees (default: the
+    run's `eval_episodes`) from seed `seed` (default: its `eval_seed`); writes `eval.json`."""
+    from metajax.experiment import load_config
+
+    out_dir = Path(out_dir)
+    config = load_config(out_dir)
+    net, lstm_params = load_lstm_optimizer(out_dir / "lstm_optimizer.msgpack")
+    family, train_data, test_data = family_and_data(config)
+    episodes = episodes or config.eval_episodes
+    result = compare_optimizers(net, lstm_params, family, train_data, test_data,
+                                horizon=config.horizon, tune_optimizees=config.val_episodes,
+                                eval_optimizees=episodes,
+                                seed=config.eval_seed if seed is None else seed)
+    learned = result["learned"]
+    out = {"algo": config.algo, "dataset": config.dataset, "optimizees": episodes,
+           "horizon": config.horizon, "final_loss": learned["final_loss"],
+           "final_loss_ci95": learned["final_loss_ci95"],
+           "baselines": [{k: b[k] for k in ("name", "learning_rate", "final_loss", "final_loss_ci95")}
+                         for b in result["baselines"]],
+           "curves": {"learned": learned["curve"],
+                      **{b["name"]: b["curve"] for b in result["baselines"]}}}
+    (out_dir / "eval.json").write_text(json.dumps(out, indent=2))
+    return out
 
 
 def train_and_evaluate_l2o(config, out_dir: str | Path, resume: bool = False,
