@@ -117,8 +117,11 @@ def _parser() -> argparse.ArgumentParser:
                                    "of Lake et al. (all_runs.zip from the Omniglot repository) "
                                    "with a trained run; train it with --split lake.")
     r.add_argument("run_dir", metavar="DIR")
-    r.add_argument("--runs", required=True, metavar="PATH",
-                   help="all_runs.zip or the folder it unpacks to")
+    r.add_argument("--runs", default="official", metavar="PATH",
+                   help="all_runs.zip or the folder it unpacks to; 'official' (default) is "
+                        "DATA_DIR/omniglot/all_runs.zip, downloaded when missing")
+    r.add_argument("--data-dir", help="data directory for --runs official (default "
+                                      "$METAJAX_DATA_DIR, else ./data)")
     r.add_argument("--seed", type=int, default=0, help="seed handed to predict (default 0)")
     return parser
 
@@ -167,7 +170,12 @@ def main(argv: list[str] | None = None) -> int:
                   f"{s['wall_time_s']:.0f}s, summary in {args.out}/summary.json, "
                   f"{_score(s)}")
         elif args.command == "eval-runs":
-            r = evaluate_official_runs(args.run_dir, args.runs, seed=args.seed)
+            runs = args.runs
+            if runs == "official":
+                from metajax.data.runs import official_runs_path
+
+                runs = official_runs_path(args.data_dir)
+            r = evaluate_official_runs(args.run_dir, runs, seed=args.seed)
             for row in r["runs"]:
                 print(f"{row['run']} error {100 * row['error_rate']:.1f}% "
                       f"({row['errors']}/{row['items']})")

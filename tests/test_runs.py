@@ -13,7 +13,7 @@ from conftest import coded_images
 
 from metajax.cli import main
 from metajax.data.download import DataError
-from metajax.data.runs import load_runs, score_runs
+from metajax.data.runs import load_runs, official_runs_path, score_runs
 from metajax.data.within_alphabet import within_alphabet_sampler
 from metajax.learners import protonet
 from metajax.nets import Conv4
@@ -145,6 +145,17 @@ def test_eval_runs_cli(runs_fixture, tmp_path, capsys):
     assert result["split"] == "lake" and "warning" not in result
     assert main(["eval-runs", str(out), "--runs", str(tmp_path / "missing.zip")]) == 2
     assert "all_runs.zip" in capsys.readouterr().err
+    # the default, --runs official, reads DATA_DIR/omniglot/all_runs.zip
+    data = tmp_path / "data"
+    (data / "omniglot").mkdir(parents=True)
+    shutil.copy(zipped, data / "omniglot" / "all_runs.zip")
+    assert main(["eval-runs", str(out), "--data-dir", str(data)]) == 0
+    assert json.loads((out / "eval_runs.json").read_text())["accuracy"] == result["accuracy"]
+
+
+def test_official_runs_path_needs_the_file_when_not_downloading(tmp_path):
+    with pytest.raises(DataError, match="all_runs.zip from https://github.com/brendenlake"):
+        official_runs_path(tmp_path, download_missing=False)
 
 
 def test_within_alphabet_episodes_stay_in_one_alphabet():

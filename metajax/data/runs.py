@@ -21,13 +21,29 @@ import jax.numpy as jnp
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from metajax.data.download import DataError
+from metajax.data.download import DataError, data_dir_from, download
 from metajax.types import Learner, Params, Task
 
 RUNS_URL = ("https://github.com/brendenlake/omniglot/raw/master/python/one-shot-classification/"
             "all_runs.zip")
 LABELS = "class_labels.txt"
 _LINE = re.compile(r"^(\S*?)(run\d+)/test/(item\d+\.png)\s+(\S*?)(run\d+)/training/(class\d+\.png)$")
+
+
+def official_runs_path(data_dir=None, download_missing: bool = True) -> Path:
+    """`DATA_DIR/omniglot/all_runs.zip` (data dir: the argument, else `$METAJAX_DATA_DIR`, else
+    `./data`), downloaded from the Omniglot repository when it is missing.
+
+    Raises:
+      DataError: it is missing and `download_missing` is false, or the download failed.
+    """
+    path = data_dir_from(data_dir) / "omniglot" / "all_runs.zip"
+    if path.exists():
+        return path
+    if not download_missing:
+        raise DataError(f"Omniglot runs: {path} does not exist. Download all_runs.zip from {RUNS_URL} "
+                        f"and place it there, or pass its path.")
+    return download(RUNS_URL, path, "Omniglot runs")
 
 
 @dataclass(frozen=True)
