@@ -27,9 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-import orbax.checkpoint as ocp
 from flax import struct
-from tqdm import tqdm
 
 from metajax.l2o.lstm_optimizer import (
     Carry,
@@ -261,81 +259,21 @@ def make_net(config) -> LSTMOptimizer:
     return LSTMOptimizer(units=config.width, preprocess_p=config.preprocess_p or None)
 
 
-def _manager(out_dir: Path) -> ocp.CheckpointManager:
-    options = ocp.CheckpointManagerOptions(max_to_keep=2, create=True)
-    return ocp.CheckpointManager((out_dir / "checkpoints").absolute(), options=options)
-
-
 def meta_train(config, family: TaskFamily, data: Any, out_dir: str | Path, resume: bool = False,
                progress: bool = True) -> tuple[MetaState, dict]:
-    """Meta-trains for `config.steps` runs; orbax checkpoints, `metrics.jsonl`, progress bar."""
-    from metajax.training.trainer import CheckpointExists, TrainingDiverged, trim_metrics
+    """Meta-trains for `config.steps` runs with the trainer's loop (`run_loop`): orbax checkpoints,
+    `metrics.jsonl`, progress bar, NaN guard."""
+    from metajax.training.trainer import run_loop
 
-    out_dir = Path(out_dir)
     net = make_net(config)
     meta_optimizer = optax.adam(config.lr)
     state = init_meta_state(net, meta_optimizer, jax.random.PRNGKey(config.seed))
-    manager = _manager(out_dir)
-    metrics_path = out_dir / "metrics.jsonl"
-    latest = manager.latest_step()
-    if latest is not None and not resume:
-        manager.close()
-        raise CheckpointExists(f"{out_dir} already holds checkpoints (latest step {latest}); pass "
-                               f"--resume to continue that run, or choose another --out")
-    if latest is not None:
-        target = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
-        state = manager.restore(latest, args=ocp.args.StandardRestore(target))
-        trim_metrics(metrics_path, latest)
-    elif metrics_path.exists():
-        metrics_path.unlink()
     step_fn = make_meta_step(net, family, meta_optimizer, optimizees=config.meta_batch,
                              unroll=config.unroll, horizon=config.horizon, seed=config.seed,
                              second_order=config.second_order)
-    start_step = int(state.step)
-    compile_s, timed, timed_s = None, 0, 0.0
-    sums, count = {}, 0
-    wall = time.time()
-    bar = tqdm(total=config.steps, initial=start_step, desc="meta-train", disable=not progress,
-               dynamic_ncols=True)
-    with open(metrics_path, "a") as log:
-        for step in range(start_step, config.steps):
-            t0 = time.perf_counter()
-            new_state, metrics = step_fn(state, data)
-            metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
-            dt = time.perf_counter() - t0
-            if compile_s is None:
-                compile_s = dt
-            else:
-                timed, timed_s = timed + 1, timed_s + dt
-            if not all(math.isfinite(v) for v in metrics.values()):
-                manager.wait_until_finished()
-                manager.close()
-                bar.close()
-                raise TrainingDiverged(f"meta-loss is {metrics['loss']} at run {step + 1}; the last "
-                                       f"checkpoint is kept in {out_dir / 'checkpoints'}. Try a "
-                                       f"lower --lr.")
-            state = new_state
-            for k, v in metrics.items():
-                sums[k] = sums.get(k, 0.0) + v
-            count += 1
-            done = step + 1
-            if done % config.log_every == 0 or done == config.steps:
-                row = {"step": done, **{k: v / count for k, v in sums.items()},
-                       "time_s": round(time.time() - wall, 3)}
-                log.write(json.dumps(row) + "\n")
-                log.flush()
-                bar.set_postfix({k: f"{row[k]:.4g}" for k in ("loss", "final_loss")})
-                sums, count = {}, 0
-            if done % config.checkpoint_every == 0 or done == config.steps:
-                manager.save(done, args=ocp.args.StandardSave(state))
-            bar.update(1)
-    bar.close()
-    manager.wait_until_finished()
-    manager.close()
-    stats = {"start_step": start_step, "compile_s": compile_s,
-             "steps_per_s": timed / timed_s if timed_s else None,
-             "train_wall_time_s": time.time() - wall}
-    return state, stats
+    return run_loop(step_fn, state, data, steps=config.steps, out_dir=out_dir,
+                    checkpoint_every=config.checkpoint_every, log_every=config.log_every,
+                    resume=resume, progress=progress, postfix=("loss", "final_loss"))
 
 
 def evaluate_l2o_run(out_dir: str | Path, episodes: int | None = None,

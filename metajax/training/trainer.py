@@ -170,13 +170,37 @@ def train(learner: Learner, optimizer: optax.GradientTransformation, sample: Sam
       TrainingDiverged: the loss became NaN/inf; the last good checkpoint stays on disk.
       CheckpointExists: `out_dir` has checkpoints and `resume` is false.
     """
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     mesh = task_mesh(devices)
     rep = replicated(mesh)
+    state = init_state(learner, optimizer, jax.random.PRNGKey(seed), example_task)
+    step_fn = make_train_step(learner, optimizer, sample, meta_batch, seed, mesh, task_map)
+    return run_loop(step_fn, state, jax.device_put(data, rep), steps=steps, out_dir=out_dir,
+                    checkpoint_every=checkpoint_every, log_every=log_every, resume=resume,
+                    progress=progress, validate=validate, val_every=val_every,
+                    place=lambda st: jax.device_put(st, rep))
+
+
+def run_loop(step_fn: Callable[[Any, Any], tuple[Any, Metrics]], state: Any, data: Any, *,
+             steps: int, out_dir: str | Path, checkpoint_every: int, log_every: int,
+             resume: bool = False, progress: bool = True,
+             validate: Callable[[Params], dict] | None = None, val_every: int = 0,
+             place: Callable[[Any], Any] = lambda st: st,
+             postfix: tuple[str, ...] = ("loss", "accuracy")) -> tuple[Any, dict]:
+    """The loop every trainer shares: `state, metrics = step_fn(state, data)` from the state's
+    `step` to `steps`, with orbax checkpoints (resumable), `metrics.jsonl` (means over `log_every`
+    steps, `val_*` rows from `validate(state.params)`), a progress bar and a NaN guard on `loss`.
+
+    `state` is a pytree with a `step` field, freshly initialised (it is also the restore target);
+    `place` puts it on its devices after initialisation or restore.
+
+    Raises:
+      TrainingDiverged: the loss became NaN/inf; the last good checkpoint stays on disk.
+      CheckpointExists: `out_dir` has checkpoints and `resume` is false.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
     metrics_path = out_dir / "metrics.jsonl"
     manager = _checkpoint_manager(out_dir)
-    state = init_state(learner, optimizer, jax.random.PRNGKey(seed), example_task)
     latest = manager.latest_step()
     if latest is not None and not resume:
         manager.close()
@@ -190,9 +214,7 @@ def train(learner: Learner, optimizer: optax.GradientTransformation, sample: Sam
         trim_metrics(metrics_path, latest)
     elif metrics_path.exists():
         metrics_path.unlink()
-    state = jax.device_put(state, rep)
-    data = jax.device_put(data, rep)
-    step_fn = make_train_step(learner, optimizer, sample, meta_batch, seed, mesh, task_map)
+    state = place(state)
 
     start_step = int(state.step)
     last_saved = latest
@@ -232,7 +254,7 @@ def train(learner: Learner, optimizer: optax.GradientTransformation, sample: Sam
                        "time_s": round(time.time() - wall_start, 3)}
                 log.write(json.dumps(row) + "\n")
                 log.flush()
-                bar.set_postfix({k: f"{v:.4f}" for k, v in row.items() if k in ("loss", "accuracy")})
+                bar.set_postfix({k: f"{v:.4g}" for k, v in row.items() if k in postfix})
                 sums, count = {}, 0
             if validate is not None and val_every and (done % val_every == 0 or done == steps):
                 val = validate(state.params)
