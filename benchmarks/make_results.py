@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -45,9 +46,16 @@ def _paper(value) -> str:
     return str(value)
 
 
+def _portable(command: str) -> str:
+    """The command as anyone can run it from the repository root: a `--peer-python` that points at
+    the default peers venv (`.venv-peers`, made by benchmarks/peers/install.sh) of some checkout is
+    dropped."""
+    return re.sub(r" --peer-python \S*/\.venv-peers/bin/python(?=\s|$)", "", command)
+
+
 def _row(method, setting, ours, paper, command, machine, wall) -> dict:
-    return dict(zip(COLUMNS, (method, setting, ours, _paper(paper), command, machine, wall),
-                    strict=True))
+    return dict(zip(COLUMNS, (method, setting, ours, _paper(paper), _portable(command), machine,
+                              wall), strict=True))
 
 
 # --- one reader per layout ----------------------------------------------------------------------
@@ -205,7 +213,7 @@ def _speed_lines(results: Path) -> list[str]:
                 f"| {path.stem} | order {r['order']}, {r['inner_steps']} inner step(s), "
                 f"meta-batch {r['meta_batch']} | {r['fastest_correct_peer']} | "
                 f"{r['vs_fastest_correct_peer']:.2f}x | {m.get('cpu_model', '?')} | "
-                f"`{d.get('command', '?')}` |")
+                f"`{_portable(d.get('command', '?'))}` |")
     if not lines:
         return []
     return ["## Speed (metajax tasks/s over the fastest correct peer, one run each)", "",

@@ -33,3 +33,12 @@ def test_rows_from_two_layouts_and_unknown_files_are_listed(tmp_path):
     assert by_method["maml"]["machine"] == "Test CPU, 2 cores, load 0.5"
     text = render(tmp_path)
     assert "`python benchmarks/maml_omniglot.py`" in text and "mystery.json" in text
+
+
+def test_commands_drop_a_checkout_specific_default_peer_python():
+    from make_results import _portable
+
+    cmd = "python benchmarks/maml_speed.py --peer-python /some/checkout/.venv-peers/bin/python --workload B"
+    assert _portable(cmd) == "python benchmarks/maml_speed.py --workload B"
+    other = "python benchmarks/maml_speed.py --peer-python /opt/torch/bin/python"
+    assert _portable(other) == other  # a peer interpreter of one's own choosing stays
