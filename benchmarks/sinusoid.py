@@ -109,6 +109,12 @@ def main() -> None:
     if goal:
         lines.append(f"\nGoal MAML 5-shot after 10 steps <= 0.5: {goal['mse'][10]:.3f} "
                      f"({'met' if goal['mse'][10] <= 0.5 else 'NOT met'}).")
+    for shots in sorted({r["shots"] for r in rows}):
+        by = {r["algo"]: r for r in rows if r["shots"] == shots}
+        if "maml" in by and "metasgd" in by and by["metasgd"]["mse"][1] is not None:
+            a, b = by["metasgd"]["mse"][1], by["maml"]["mse"][1]
+            lines.append(f"Goal Meta-SGD no worse than MAML ({shots}-shot, after the 1 step both "
+                         f"are trained with): {a:.3f} vs {b:.3f} ({'met' if a <= b else 'NOT met'}).")
     table = "\n".join(lines)
     print(table)
     plot = plot_curves(params_of, min(args.shots))
