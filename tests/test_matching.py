@@ -12,6 +12,7 @@ from metajax.learners.matching import (
     cosine_similarities,
     label_distribution,
     matching_net,
+    support_normalized_similarities,
 )
 from metajax.training import evaluate, train
 
@@ -28,6 +29,24 @@ def test_cosine_attention_matches_numpy():
     probs = label_distribution(jnp.asarray(cos), jnp.asarray(y), 3)
     np.testing.assert_allclose(probs, expected, atol=1e-5)
     np.testing.assert_allclose(probs.sum(1), 1.0, atol=1e-5)
+    # the default keeps the query's norm (a learned temperature): |q| times the cosine
+    scaled = np.linalg.norm(q, axis=1, keepdims=True) * cos
+    np.testing.assert_allclose(support_normalized_similarities(jnp.asarray(q), jnp.asarray(s)),
+                               scaled, rtol=1e-5, atol=1e-5)
+
+
+def test_plain_cosine_option_uses_the_bounded_cosine():
+    images = jnp.asarray(coded_images(classes=8, size=28))
+    task = episode_sampler(4, 1, 3)(jax.random.PRNGKey(0), images)
+    for cosine in (False, True):
+        net = MatchingNet(width=4, cosine=cosine)
+        learner = matching_net(net)
+        params = jax.jit(learner.init)(jax.random.PRNGKey(1), task)
+        support, query = net.apply(params, task.support_x, task.query_x)
+        sim = (cosine_similarities if cosine else support_normalized_similarities)(query, support)
+        expected = label_distribution(sim, task.support_y, task.num_classes)
+        np.testing.assert_allclose(np.exp(learner.predict(params, task, None)), expected,
+                                   rtol=1e-4, atol=1e-6)
 
 
 def test_predictions_and_full_context_embeddings():
