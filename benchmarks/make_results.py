@@ -153,9 +153,13 @@ def _l2o_rows(path: Path, d: dict) -> list[dict] | None:
     for problem, res in d["results"].items():
         learned = res["learned"]
         best = min(res["baselines"], key=lambda b: b["final_loss"])
-        out.append(_row("LSTM learned optimiser", f"{problem}: loss at the last optimisee step "
-                        f"(best tuned baseline: {best['name']} {best['final_loss']:.3f})",
-                        _pm(learned["final_loss"], learned.get("final_loss_ci95"), 3),
+        ci = learned.get("final_loss_ci95")
+        ours = f"{learned['final_loss']:.3g}" + ("" if ci is None else f" ± {ci:.2g}")
+        verdict = "below" if learned["final_loss"] < best["final_loss"] else "NOT below"
+        name = problem if problem == "quadratic" else f"Omniglot MLP, {problem} variant"
+        out.append(_row("LSTM learned optimiser", f"{name}: loss at the last optimisee step "
+                        f"(best tuned baseline: {best['name']} {best['final_loss']:.3g}; "
+                        f"LSTM {verdict} every baseline)", ours,
                         "below the hand-designed optimisers", d.get("command", "?"),
                         _machine(d.get("machine")), _secs(d.get("wall_time_s"))))
     return out
