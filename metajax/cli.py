@@ -133,6 +133,13 @@ def _score(result: dict) -> str:
     return f"accuracy {result['accuracy']:.4f}"
 
 
+def _print_l2o(result: dict, where: str) -> None:
+    """The tuned baselines' final losses, then a line ending in the learned optimiser's."""
+    print(" ".join(f"{b['name']} {b['final_loss']:.4g}" for b in result["baselines"]))
+    print(f"l2o {result['dataset']}, {result['optimizees']} held-out optimisees, {where}, "
+          f"final_loss {result['final_loss']:.4g}")
+
+
 def main(argv: list[str] | None = None) -> int:
     """The `metajax` command. Run from the command line (`argv` None), it first re-executes itself
     with a faster memory allocator (`metajax.allocator`; `METAJAX_ALLOCATOR=system` opts out)."""
@@ -155,10 +162,7 @@ def main(argv: list[str] | None = None) -> int:
             s = train_and_evaluate(config, args.out, resume=args.resume,
                                    progress=not args.no_progress)
             if args.algo == "l2o":
-                print(" ".join(f"{b['name']} {b['final_loss']:.4g}" for b in s["baselines"]))
-                print(f"l2o {s['dataset']}, {s['optimizees']} held-out optimisees, "
-                      f"{s['wall_time_s']:.0f}s, summary in {args.out}/summary.json, "
-                      f"final_loss {s['final_loss']:.4g}")
+                _print_l2o(s, f"{s['wall_time_s']:.0f}s, summary in {args.out}/summary.json")
                 return 0
             setting = f"{s['ways']}-way {s['shots']}-shot"
             if "accuracy_by_instance" in s:
@@ -188,9 +192,7 @@ def main(argv: list[str] | None = None) -> int:
             r = evaluate_run(args.run_dir, args.ways, args.shots, args.episodes, args.queries,
                              args.seed, progress=not args.no_progress)
             if r["algo"] == "l2o":
-                print(" ".join(f"{b['name']} {b['final_loss']:.4g}" for b in r["baselines"]))
-                print(f"l2o {r['dataset']}, {r['optimizees']} held-out optimisees, results in "
-                      f"{args.run_dir}/eval.json, final_loss {r['final_loss']:.4g}")
+                _print_l2o(r, f"results in {args.run_dir}/eval.json")
                 return 0
             setting = f"{r['ways']}-way {r['shots']}-shot"
             if "accuracy_by_instance" in r:

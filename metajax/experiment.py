@@ -26,7 +26,12 @@ from metajax.data.sequences import check_sequence_shape, sequence_sampler
 from metajax.data.sinusoid import AMPLITUDE, PHASE, X_RANGE, sinusoid_sampler
 from metajax.learners import TRAIN_SAMPLERS, accuracy_by_instance, build_learner
 from metajax.training.evaluation import evaluate
-from metajax.training.trainer import CheckpointExists, init_state, restore_state, train
+from metajax.training.trainer import (
+    init_state,
+    refuse_existing_checkpoints,
+    restore_state,
+    train,
+)
 from metajax.types import SampleFn
 
 
@@ -164,11 +169,7 @@ def _example_task(source: TaskSource):
 def prepare_run_dir(config: Config, out_dir: str | Path, resume: bool) -> Path:
     """Creates the run directory and writes `config.json`; a resumed run must keep its config."""
     out_dir = Path(out_dir)
-    ckpt = out_dir / "checkpoints"
-    steps = [int(p.name) for p in ckpt.iterdir() if p.name.isdigit()] if ckpt.is_dir() else []
-    if steps and not resume:  # refuse before config.json is touched: it belongs to that run
-        raise CheckpointExists(f"{out_dir} already holds checkpoints (latest step {max(steps)}); "
-                               f"pass --resume to continue that run, or choose another --out")
+    refuse_existing_checkpoints(out_dir, resume)
     out_dir.mkdir(parents=True, exist_ok=True)
     config_path = out_dir / "config.json"
     if resume and config_path.exists():

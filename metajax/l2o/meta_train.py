@@ -276,6 +276,22 @@ def meta_train(config, family: TaskFamily, data: Any, out_dir: str | Path, resum
                     resume=resume, progress=progress, postfix=("loss", "final_loss"))
 
 
+def comparison_report(result: dict) -> dict:
+    """The JSON fields of a `compare_optimizers` result that `summary.json` and `eval.json` share:
+    `final_loss` (+ CI), `baselines` (name, tuned learning rate, final loss), mean `curves`, and the
+    untrained optimiser's final loss where it was run."""
+    learned = result["learned"]
+    out = {"final_loss": learned["final_loss"], "final_loss_ci95": learned["final_loss_ci95"],
+           "baselines": [{k: b[k] for k in ("name", "learning_rate", "final_loss", "final_loss_ci95")}
+                         for b in result["baselines"]]}
+    curves = {"learned": learned["curve"]}
+    if "untrained" in result:
+        out["untrained_final_loss"] = result["untrained"]["final_loss"]
+        curves["untrained"] = result["untrained"]["curve"]
+    out["curves"] = {**curves, **{b["name"]: b["curve"] for b in result["baselines"]}}
+    return out
+
+
 def evaluate_l2o_run(out_dir: str | Path, episodes: int | None = None,
                      seed: int | None = None) -> dict:
     """What `metajax eval` does with a learned-optimiser run: loads `lstm_optimizer.msgpack` and
@@ -292,14 +308,8 @@ def evaluate_l2o_run(out_dir: str | Path, episodes: int | None = None,
                                 horizon=config.horizon, tune_optimizees=config.val_episodes,
                                 eval_optimizees=episodes,
                                 seed=config.eval_seed if seed is None else seed)
-    learned = result["learned"]
     out = {"algo": config.algo, "dataset": config.dataset, "optimizees": episodes,
-           "horizon": config.horizon, "final_loss": learned["final_loss"],
-           "final_loss_ci95": learned["final_loss_ci95"],
-           "baselines": [{k: b[k] for k in ("name", "learning_rate", "final_loss", "final_loss_ci95")}
-                         for b in result["baselines"]],
-           "curves": {"learned": learned["curve"],
-                      **{b["name"]: b["curve"] for b in result["baselines"]}}}
+           "horizon": config.horizon, **comparison_report(result)}
     (out_dir / "eval.json").write_text(json.dumps(out, indent=2))
     return out
 
@@ -322,21 +332,14 @@ def train_and_evaluate_l2o(config, out_dir: str | Path, resume: bool = False,
                                 horizon=config.horizon, tune_optimizees=config.val_episodes,
                                 eval_optimizees=config.eval_episodes, seed=config.eval_seed,
                                 untrained_params=untrained)
-    learned = result["learned"]
     summary = {
         "algo": config.algo,
         "dataset": config.dataset,
         "steps": config.steps,
         "seed": config.seed,
-        "final_loss": learned["final_loss"],
-        "final_loss_ci95": learned["final_loss_ci95"],
         "optimizees": config.eval_episodes,
         "horizon": config.horizon,
-        "baselines": [{k: b[k] for k in ("name", "learning_rate", "final_loss", "final_loss_ci95")}
-                      for b in result["baselines"]],
-        "untrained_final_loss": result["untrained"]["final_loss"],
-        "curves": {"learned": learned["curve"], "untrained": result["untrained"]["curve"],
-                   **{b["name"]: b["curve"] for b in result["baselines"]}},
+        **comparison_report(result),
         "wall_time_s": time.time() - start,
         **stats,
         "problems": family.name,

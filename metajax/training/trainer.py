@@ -144,6 +144,19 @@ def trim_metrics(path: Path, last_step: int) -> None:
     path.write_text("".join(line + "\n" for line in kept))
 
 
+def refuse_existing_checkpoints(out_dir: str | Path, resume: bool) -> None:
+    """Raises `CheckpointExists` when `out_dir/checkpoints` holds a step and `resume` is false.
+
+    Checked before anything is written to `out_dir` (its `config.json` belongs to that run)."""
+    ckpt = Path(out_dir) / "checkpoints"
+    steps = [int(p.name) for p in ckpt.iterdir() if p.name.isdigit()] if ckpt.is_dir() else []
+    if steps and not resume:
+        raise CheckpointExists(
+            f"{out_dir} already holds checkpoints (latest step {max(steps)}); pass --resume to "
+            f"continue that run, or choose another --out"
+        )
+
+
 def train(learner: Learner, optimizer: optax.GradientTransformation, sample: SampleFn, data: Any,
           *, steps: int, meta_batch: int, seed: int, out_dir: str | Path, example_task: Task,
           validate: Callable[[Params], dict] | None = None, val_every: int = 0,
@@ -198,16 +211,11 @@ def run_loop(step_fn: Callable[[Any, Any], tuple[Any, Metrics]], state: Any, dat
       CheckpointExists: `out_dir` has checkpoints and `resume` is false.
     """
     out_dir = Path(out_dir)
+    refuse_existing_checkpoints(out_dir, resume)
     out_dir.mkdir(parents=True, exist_ok=True)
     metrics_path = out_dir / "metrics.jsonl"
     manager = _checkpoint_manager(out_dir)
     latest = manager.latest_step()
-    if latest is not None and not resume:
-        manager.close()
-        raise CheckpointExists(
-            f"{out_dir} already holds checkpoints (latest step {latest}); pass --resume to continue "
-            f"that run, or choose another --out"
-        )
     if latest is not None:
         target = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
         state = manager.restore(latest, args=ocp.args.StandardRestore(target))
