@@ -6,7 +6,7 @@ Each learner is trained with `metajax train`'s path (`train_and_evaluate`), so e
 holds its summary.json; a run left in `--runs-dir` is resumed. Results are written after each
 learner, so a run cut short keeps what finished.
 
-    python benchmarks/mann_omniglot.py                     # CPU defaults (about 45-60 min on 2 cores)
+    python benchmarks/mann_omniglot.py                     # CPU defaults (about 60 min on 2 cores)
     python benchmarks/mann_omniglot.py --full-protocol     # 100,000 iterations (for a GPU)
 """
 
@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import RESULTS, report  # noqa: E402
+from common import RESULTS, command_line, report  # noqa: E402
 
 INSTANCES = ("1", "2", "3", "4", "5", "10")
 # Santoro et al. 2016, Table 1 (5 classes, one-hot labels), percent
@@ -56,6 +56,23 @@ def plot(rows: list[dict], path: Path) -> None:
     fig.savefig(path, dpi=120)
 
 
+def keep_earlier_rows(name: str, rows: list[dict]) -> list[dict]:
+    """`rows` plus the rows of models not run this time from `results/<name>.json`, so a model can
+    be rerun alone; each row keeps the command and date that made it."""
+    import json
+
+    old = RESULTS / f"{name}.json"
+    if not old.exists():
+        return rows
+    payload = json.loads(old.read_text())
+    done = {r["algo"] for r in rows}
+    kept = [{"command": payload["command"], "date": payload["date"],
+             "machine": payload.get("machine"), **r}
+            for r in payload["results"] if r["algo"] not in done]
+    order = list(PAPER)
+    return sorted(kept + rows, key=lambda r: order.index(r["algo"]) if r["algo"] in order else 99)
+
+
 def score_latest(run_dir: Path, episodes: int, progress: bool) -> tuple[dict, int]:
     """The test evaluation of a run's latest checkpoint (finished or not) and the step it holds."""
     import json
@@ -81,7 +98,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--algos", default="feedforward,lstm,mann")
     parser.add_argument("--steps", type=int, default=None,
-                        help="MANN training steps of 16 episodes (CPU default 16000)")
+                        help="MANN training steps of 16 episodes (CPU default 28000)")
     parser.add_argument("--baseline-steps", type=int, default=None,
                         help="LSTM / feed-forward training steps (CPU default 4000 / 1000)")
     parser.add_argument("--eval-episodes", type=int, default=1000)
@@ -98,9 +115,9 @@ def main() -> None:
     reexec_with_allocator()  # jemalloc or glibc tunables, as `metajax train` does
 
     from metajax.config import make_config
-    from metajax.experiment import train_and_evaluate
+    from metajax.experiment import machine_info, train_and_evaluate
 
-    cpu_steps = {"mann": 16000, "lstm": 4000, "feedforward": 1000}
+    cpu_steps = {"mann": 28000, "lstm": 4000, "feedforward": 1000}
     rows, start = [], time.time()
     for algo in args.algos.split(","):
         if args.full_protocol:
@@ -130,7 +147,10 @@ def main() -> None:
             "goal": GOAL.get(algo), "train_time_s": round(summary["train_wall_time_s"], 1),
             "steps_per_s": summary["steps_per_s"], "config": summary["config"],
             "split": summary["split"], "run_dir": str(run_dir),
+            "command": command_line(), "date": time.strftime("%Y-%m-%d %H:%M"),
+            "machine": machine_info(),
         })
+        rows = keep_earlier_rows(args.name, rows)
         lines = [
             "| model | steps x 16 episodes | " + " | ".join(f"{k}" for k in INSTANCES)
             + " | train time |",
@@ -144,6 +164,10 @@ def main() -> None:
             if row["paper"]:
                 lines.append(f"| {row['algo']} (paper) | 100k episodes | "
                              + " | ".join(f"{row['paper'][k]:.1f}" for k in INSTANCES) + " | |")
+        for row in rows:
+            if row["command"] != command_line():
+                lines.append(f"\n{row['algo']}: from an earlier run ({row['date']}, "
+                             f"`{row['command']}`)")
         for row in rows:
             for k, goal in (row["goal"] or {}).items():
                 met = row["accuracy_by_instance"][k] >= goal

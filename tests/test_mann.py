@@ -171,7 +171,7 @@ def test_instance_accuracy_metrics_by_hand():
 def test_sequence_protocol_config_and_learners():
     config = make_config("mann")
     assert config.sequence_protocol and config.image_size == 20 and config.split == "maml"
-    assert config.steps == 16000 and make_config("lstm").steps == 10000
+    assert config.steps == 28000 and make_config("lstm").steps == 10000
     assert (config.width, config.memory_slots, config.memory_width, config.read_heads) == (
         200, 128, 40, 4)
     assert make_config("lstm").sequence_protocol
