@@ -60,6 +60,9 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--inner-steps", type=int, help="inner steps at training")
     g.add_argument("--test-inner-steps", type=int, help="inner steps at evaluation (0: as training)")
     g.add_argument("--inner-batch", type=int, help="Reptile: examples per inner mini-batch")
+    g.add_argument("--fresh-inner-state", action="store_true", default=None,
+                   help="Reptile: a fresh inner Adam per task (default: its moments carry over "
+                   "from task to task, as in the authors' code)")
     g.add_argument("--task-map", help="how a meta-batch's tasks run: vmap (default), map (one by "
                    "one) or map:N (chunks of N vmapped tasks, less memory)")
     g.add_argument("--remat", action="store_true", default=None,

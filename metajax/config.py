@@ -23,7 +23,8 @@ class Config:
     sinusoid dataset `shots`/`queries`/`test_queries` count points per task; `ways` is unused. The
     gradient-based learners (maml, fomaml, metasgd, anil, reptile, pretrained) read `inner_lr`,
     `inner_steps` (training), `test_inner_steps` (evaluation; 0: as training), `inner_batch`
-    (Reptile's inner mini-batch), `remat` (`jax.checkpoint` on each inner step) and `task_map`
+    (Reptile's inner mini-batch), `fresh_inner_state` (Reptile: a fresh inner Adam per task instead
+    of one whose moments carry over), `remat` (`jax.checkpoint` on each inner step) and `task_map`
     ("vmap" or "map": how the trainer runs over the tasks of a meta-batch). `optimizer` is the outer
     optimiser ("adam" or "sgd"); `lr_anneal` anneals its learning rate linearly to 0 (Reptile's
     meta step size). `downsample` is conv4's "maxpool" or "stride" (MAML's Omniglot network).
@@ -63,6 +64,7 @@ class Config:
     inner_steps: int = 1
     test_inner_steps: int = 0
     inner_batch: int = 10
+    fresh_inner_state: bool = False  # Reptile: a fresh inner Adam per task (default: kept across tasks)
     remat: bool = False
     task_map: str = "vmap"
     optimizer: str = "adam"
@@ -186,7 +188,8 @@ for _algo in ("maml", "fomaml", "metasgd", "anil"):
     ALGO_DEFAULTS[_algo] = (dict(_MAML_CPU), dict(_MAML_FULL))
 # Reptile (Nichol et al., Omniglot): 5 inner Adam (b1=0) steps of lr 1e-3 on batches of 10 drawn from
 # 10 examples per class (5 shots + 5 queries), meta step 1.0 annealed linearly to 0 (SGD), meta-batch
-# 5, 100,000 iterations; 50 inner steps on the support set at test.
+# 5, 100,000 iterations; 50 inner steps on the support set at test. As in the authors' code, the
+# inner Adam's moments carry over from task to task (`fresh_inner_state=False`).
 _REPTILE = dict(split="maml", downsample="stride", train_shots=5, queries=5, inner_lr=1e-3,
                 inner_steps=5, test_inner_steps=50, inner_batch=10, meta_batch=5,
                 optimizer="sgd", lr=1.0, lr_anneal=True, eval_episodes=600)

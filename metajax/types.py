@@ -67,12 +67,18 @@ class Learner(NamedTuple):
       meta_grad: optional `meta_grad(params, task, key) -> (pseudo_grad, metrics)` for learners whose
         outer update is not the gradient of `loss` (Reptile). The trainer averages it over the
         meta-batch and hands it to the optax optimiser in place of a gradient.
+      init_inner_state: optional `init_inner_state(params) -> state` for a learner whose meta-training
+        carries state from one meta-step to the next (Reptile's inner Adam moments, kept across
+        tasks as in the authors' code). Then `meta_grad(params, task, key, state) -> (pseudo_grad,
+        metrics, state)`; the trainer keeps the state in `TrainState.inner_state`, hands every task
+        of a meta-batch the same state and keeps the mean of the states they return.
     """
 
     init: InitFn
     loss: LossFn
     predict: PredictFn
     meta_grad: MetaGradFn | None = None
+    init_inner_state: Callable[[Params], Any] | None = None
 
 
 SampleFn = Callable[[PRNGKey, Any], Task]

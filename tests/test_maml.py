@@ -10,7 +10,7 @@ import pytest
 
 from metajax.learners.maml import anil, inner_loop, maml, metasgd, reptile
 from metajax.nets import MLP, Conv4
-from metajax.training import meta_gradient
+from metajax.training import meta_gradient, meta_update
 from metajax.types import Task
 
 
@@ -126,7 +126,8 @@ def test_reptile_update_matches_adam_with_b1_zero_by_hand():
     with enable_x64():
         task = _regression_task(4, n_support=4, n_query=4)
         lr, steps = 0.05, 3
-        learner = reptile(Linear(), inner_lr=lr, steps=steps, inner_batch=8, loss="mse")
+        learner = reptile(Linear(), inner_lr=lr, steps=steps, inner_batch=8, loss="mse",
+                          keep_inner_state=False)
         params = jax.tree.map(lambda x: x.astype(jnp.float64),
                               learner.init(jax.random.PRNGKey(0), task))
         pseudo, _ = learner.meta_grad(params, task, jax.random.PRNGKey(1))
@@ -142,10 +143,59 @@ def test_reptile_update_matches_adam_with_b1_zero_by_hand():
         np.testing.assert_allclose(pseudo["params"]["kernel"], w0 - w, rtol=1e-8)
 
 
-def test_reptile_trainer_step_moves_to_the_mean_adapted_weights():
+def test_reptile_kept_adam_state_continues_across_tasks_by_hand():
+    # keep_inner_state (the authors' code): the second task's Adam steps continue the first task's
+    # squared-gradient average and step count.
+    with enable_x64():
+        tasks = [_regression_task(s, n_support=4, n_query=4) for s in (4, 7)]
+        lr, steps = 0.05, 2
+        learner = reptile(Linear(), inner_lr=lr, steps=steps, inner_batch=8, loss="mse")
+        params = jax.tree.map(lambda x: x.astype(jnp.float64),
+                              learner.init(jax.random.PRNGKey(0), tasks[0]))
+        state = learner.init_inner_state(params)
+        w0 = np.asarray(params["params"]["kernel"])
+        v, t = np.zeros_like(w0), 0
+        for task in tasks:
+            pseudo, _, state = learner.meta_grad(params, task, jax.random.PRNGKey(1), state)
+            x = np.concatenate([task.support_x, task.query_x])
+            y = np.concatenate([task.support_y, task.query_y])
+            w = w0.copy()
+            for _ in range(steps):
+                t += 1
+                g = 2.0 / len(x) * x.T @ (x @ w - y)
+                v = 0.999 * v + 0.001 * g * g
+                w = w - lr * g / (np.sqrt(v / (1 - 0.999**t)) + 1e-8)
+            np.testing.assert_allclose(pseudo["params"]["kernel"], w0 - w, rtol=1e-8)
+        assert int(state[0].count) == 2 * steps
+        np.testing.assert_allclose(state[0].nu["params"]["kernel"], v, rtol=1e-10)
+
+
+def test_trainer_carries_a_stateful_learners_state_as_the_mean_over_tasks():
     with enable_x64():
         tasks = [_regression_task(s, n_support=3, n_query=3) for s in (5, 6)]
         learner = reptile(Linear(), inner_lr=0.05, steps=2, inner_batch=6, loss="mse")
+        params = jax.tree.map(lambda x: x.astype(jnp.float64),
+                              learner.init(jax.random.PRNGKey(0), tasks[0]))
+        keys = jax.random.split(jax.random.PRNGKey(1), 2)
+        batch = jax.tree.map(lambda *xs: jnp.stack(xs), *tasks)
+        start = learner.init_inner_state(params)
+        _, _, start = learner.meta_grad(params, tasks[1], keys[0], start)  # a non-trivial state
+        pseudo, _, state = meta_update(learner, params, batch, keys, inner_state=start)
+        each = [learner.meta_grad(params, t, k, start) for t, k in zip(tasks, keys, strict=True)]
+        np.testing.assert_allclose(pseudo["params"]["kernel"],
+                                   (each[0][0]["params"]["kernel"] + each[1][0]["params"]["kernel"])
+                                   / 2, rtol=1e-10)
+        np.testing.assert_allclose(state[0].nu["params"]["kernel"],
+                                   (each[0][2][0].nu["params"]["kernel"]
+                                    + each[1][2][0].nu["params"]["kernel"]) / 2, rtol=1e-10)
+        assert int(state[0].count) == int(each[0][2][0].count) == 4
+
+
+def test_reptile_trainer_step_moves_to_the_mean_adapted_weights():
+    with enable_x64():
+        tasks = [_regression_task(s, n_support=3, n_query=3) for s in (5, 6)]
+        learner = reptile(Linear(), inner_lr=0.05, steps=2, inner_batch=6, loss="mse",
+                          keep_inner_state=False)
         params = jax.tree.map(lambda x: x.astype(jnp.float64),
                               learner.init(jax.random.PRNGKey(0), tasks[0]))
         keys = jax.random.split(jax.random.PRNGKey(1), 2)

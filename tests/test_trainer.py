@@ -147,3 +147,31 @@ def test_four_devices_give_the_same_parameters_as_one():
     out = subprocess.run([sys.executable, "-c", MULTI_DEVICE], env=env, capture_output=True,
                          text=True, cwd=REPO)
     assert "MULTI_DEVICE_OK" in out.stdout, out.stderr[-3000:]
+
+
+def test_a_checkpoint_from_before_inner_state_still_restores(tmp_path):
+    # TrainState gained `inner_state` (Reptile's carried Adam moments); runs saved before keep
+    # resuming and evaluating.
+    import orbax.checkpoint as ocp
+    from flax import struct
+
+    from metajax.training import TrainState
+
+    @struct.dataclass
+    class OldTrainState:
+        step: jax.Array
+        params: dict
+        opt_state: optax.OptState
+
+    params = {"w": jnp.arange(3.0)}
+    opt = optax.adam(1e-3)
+    manager = ocp.CheckpointManager((tmp_path / "checkpoints").absolute(),
+                                    options=ocp.CheckpointManagerOptions(create=True))
+    manager.save(7, args=ocp.args.StandardSave(
+        OldTrainState(jnp.asarray(7, jnp.int32), params, opt.init(params))))
+    manager.wait_until_finished()
+    manager.close()
+    like = TrainState(jnp.zeros((), jnp.int32), {"w": jnp.zeros(3)}, opt.init(params))
+    state = restore_state(tmp_path, like)
+    assert int(state.step) == 7 and state.inner_state is None
+    np.testing.assert_array_equal(state.params["w"], params["w"])

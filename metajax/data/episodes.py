@@ -81,9 +81,10 @@ def episode_from_classes(key: PRNGKey, images: Array, classes: Array, shots: int
 
 
 def episode_sampler(ways: int, shots: int, queries: int):
-    """Returns `sample(key, images) -> Task` for the trainer and the evaluator."""
+    """Returns `sample(key, images) -> Task` for the trainer and the evaluator (jitted, so a call
+    outside a traced step, e.g. the example task, is one compiled program, not dozens of eager ops)."""
 
     def sample(key: PRNGKey, images: Array) -> Task:
         return sample_episode(key, images, ways, shots, queries)
 
-    return sample
+    return jax.jit(sample)

@@ -85,4 +85,4 @@ def pair_sampler(pairs: int, affine: bool = False):
     def sample(key: PRNGKey, images: Array) -> Pairs:
         return sample_pairs(key, images, pairs, affine)
 
-    return sample
+    return jax.jit(sample)  # one compiled program when called outside a traced step

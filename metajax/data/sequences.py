@@ -134,4 +134,4 @@ def sequence_sampler(classes: int = 5, instances: int = 10, label_chars: int = 0
     def sample(key: PRNGKey, images: Array) -> SequenceEpisode:
         return sample_sequence(key, images, classes, instances, label_chars)
 
-    return sample
+    return jax.jit(sample)  # one compiled program when called outside a traced step

@@ -56,4 +56,4 @@ def sinusoid_sampler(shots: int, queries: int):
         del data
         return sample_sinusoid(key, shots, queries)
 
-    return sample
+    return jax.jit(sample)  # one compiled program when called outside a traced step

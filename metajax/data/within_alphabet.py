@@ -72,4 +72,4 @@ def within_alphabet_sampler(alphabet_of_class, ways: int, shots: int, queries: i
     def sample(key: PRNGKey, images: Array) -> Task:
         return sample_within_alphabet_episode(key, images, alphabet_of_class, ways, shots, queries)
 
-    return sample
+    return jax.jit(sample)  # one compiled program when called outside a traced step

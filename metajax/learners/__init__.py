@@ -90,7 +90,7 @@ def _reptile(config: Config, ways: int, shots: int, phase: str = "train") -> Lea
     del shots
     network, loss = _network(config, ways, phase)
     return reptile(network, config.inner_lr, _steps(config, phase), inner_batch=config.inner_batch,
-                   loss=loss)
+                   loss=loss, keep_inner_state=not config.fresh_inner_state)
 
 
 def _pretrained(config: Config, ways: int, shots: int, phase: str = "train") -> Learner:

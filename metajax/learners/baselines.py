@@ -66,7 +66,7 @@ def class_batch_sampler(batch: int, num_classes: int, group: int = 0, seed: int 
         y = jax.random.randint(k_class, (batch,), 0, num_classes)
         return ClassBatch(to_float(images[y, draws]), y, jnp.zeros((), jnp.int32), num_classes, 1)
 
-    return sample
+    return jax.jit(sample)  # one compiled program when called outside a traced step
 
 
 def cosine_logits(z: Array, w: Array, scale: float = COSINE_SCALE) -> Array:

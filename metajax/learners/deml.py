@@ -111,7 +111,7 @@ def concept_sampler(ways: int, shots: int, queries: int, external_per_task: int,
         x, y = sample_external(k_external, images, external_per_task)
         return ConceptBatch(task, x, y, num_external=images.shape[0])
 
-    return sample
+    return jax.jit(sample)  # one compiled program when called outside a traced step
 
 
 def _linear(params: Params, x: Array) -> Array:

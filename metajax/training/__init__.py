@@ -10,12 +10,13 @@ from metajax.training.trainer import (
     map_over_tasks,
     meta_batch_loss,
     meta_gradient,
+    meta_update,
     restore_state,
     train,
 )
 
 __all__ = [
     "CheckpointExists", "TrainState", "TrainingDiverged", "confidence_interval", "evaluate",
-    "init_state", "make_train_step", "map_over_tasks", "meta_batch_loss", "meta_gradient",
+    "init_state", "make_train_step", "map_over_tasks", "meta_batch_loss", "meta_gradient", "meta_update",
     "restore_state", "train",
 ]

@@ -41,13 +41,16 @@ class TrainState:
     step: jax.Array
     params: Params
     opt_state: optax.OptState
+    inner_state: Any = None  # a stateful learner's carried state (`Learner.init_inner_state`)
 
 
 def init_state(learner: Learner, optimizer: optax.GradientTransformation, key: jax.Array,
                example_task: Task) -> TrainState:
-    """Meta-parameters from `learner.init` and a fresh optimiser state, at step 0."""
-    params = learner.init(key, example_task)
-    return TrainState(jnp.zeros((), jnp.int32), params, optimizer.init(params))
+    """Meta-parameters from `learner.init` and a fresh optimiser state, at step 0. The init is
+    jitted: run eagerly, a Flax network's initialisation is op by op and takes seconds."""
+    params = jax.jit(learner.init)(key, example_task)
+    inner = None if learner.init_inner_state is None else learner.init_inner_state(params)
+    return TrainState(jnp.zeros((), jnp.int32), params, optimizer.init(params), inner)
 
 
 TASK_MAPS = ("vmap", "map", "map:N")
@@ -82,13 +85,34 @@ def meta_batch_loss(learner: Learner, params: Params, tasks: Task, keys: jax.Arr
 
 def meta_gradient(learner: Learner, params: Params, tasks: Task, keys: jax.Array,
                   task_map: str = "vmap"):
-    """The meta-batch's update direction: grad of the mean loss, or the mean of `learner.meta_grad`."""
+    """The meta-batch's update direction: grad of the mean loss, or the mean of `learner.meta_grad`.
+    A stateful learner (`init_inner_state`) starts from its initial state here; the trainer uses
+    `meta_update`, which carries the state."""
+    grads, metrics, _ = meta_update(learner, params, tasks, keys, task_map)
+    return grads, metrics
+
+
+def meta_update(learner: Learner, params: Params, tasks: Task, keys: jax.Array,
+                task_map: str = "vmap", inner_state: Any = None):
+    """`(direction, metrics, inner_state)`: `meta_gradient`'s direction, and for a stateful learner
+    the state after this meta-batch: every task starts from `inner_state` (default: the learner's
+    initial state) and the mean of the tasks' states is kept (integer leaves, such as step counts,
+    are equal across tasks and kept as they are)."""
     if learner.meta_grad is None:
         grad_fn = jax.grad(lambda p: meta_batch_loss(learner, p, tasks, keys, task_map),
                            has_aux=True)
-        return grad_fn(params)
-    grads, metrics = map_over_tasks(learner.meta_grad, task_map)(params, tasks, keys)
-    return jax.tree.map(lambda g: g.mean(axis=0), grads), jax.tree.map(jnp.mean, metrics)
+        return *grad_fn(params), inner_state
+    mean = lambda tree: jax.tree.map(lambda g: g.mean(axis=0), tree)  # noqa: E731
+    if learner.init_inner_state is None:
+        grads, metrics = map_over_tasks(learner.meta_grad, task_map)(params, tasks, keys)
+        return mean(grads), jax.tree.map(jnp.mean, metrics), inner_state
+    if inner_state is None:
+        inner_state = learner.init_inner_state(params)
+    grads, metrics, states = map_over_tasks(
+        lambda p, t, k: learner.meta_grad(p, t, k, inner_state), task_map)(params, tasks, keys)
+    states = jax.tree.map(
+        lambda s: s[0] if jnp.issubdtype(s.dtype, jnp.integer) else s.mean(axis=0), states)
+    return mean(grads), jax.tree.map(jnp.mean, metrics), states
 
 
 def make_train_step(learner: Learner, optimizer: optax.GradientTransformation, sample: SampleFn,
@@ -110,10 +134,11 @@ def make_train_step(learner: Learner, optimizer: optax.GradientTransformation, s
         tasks = jax.vmap(sample, in_axes=(0, None))(jax.random.split(k_tasks, meta_batch), data)
         tasks = jax.lax.with_sharding_constraint(tasks, tasks_sharded)
         keys = jax.lax.with_sharding_constraint(jax.random.split(k_loss, meta_batch), tasks_sharded)
-        grads, metrics = meta_gradient(learner, state.params, tasks, keys, task_map)
+        grads, metrics, inner = meta_update(learner, state.params, tasks, keys, task_map,
+                                            state.inner_state)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        return TrainState(state.step + 1, params, opt_state), metrics
+        return TrainState(state.step + 1, params, opt_state, inner), metrics
 
     return jax.jit(step, out_shardings=(rep, rep), donate_argnums=0)
 
@@ -129,10 +154,23 @@ def restore_state(out_dir: Path, abstract: TrainState, step: int | None = None) 
     step = manager.latest_step() if step is None else step
     if step is None:
         raise FileNotFoundError(f"no checkpoint in {Path(out_dir) / 'checkpoints'}")
-    target = jax.tree.map(ocp.utils.to_shape_dtype_struct, abstract)
-    state = manager.restore(step, args=ocp.args.StandardRestore(target))
+    state = _restore(manager, step, abstract)
     manager.close()
     return state
+
+
+def _restore(manager: ocp.CheckpointManager, step: int, like: Any) -> Any:
+    """Checkpoint `step` restored into the structure of `like`. A `TrainState` saved before it had
+    `inner_state` (checkpoints written before the field existed) restores into one whose
+    `inner_state` is None."""
+    target = jax.tree.map(ocp.utils.to_shape_dtype_struct, like)
+    try:
+        return manager.restore(step, args=ocp.args.StandardRestore(target))
+    except ValueError:
+        if not (isinstance(target, TrainState) and target.inner_state is None):
+            raise
+        legacy = {"step": target.step, "params": target.params, "opt_state": target.opt_state}
+        return TrainState(**manager.restore(step, args=ocp.args.StandardRestore(legacy)))
 
 
 def trim_metrics(path: Path, last_step: int) -> None:
@@ -217,8 +255,7 @@ def run_loop(step_fn: Callable[[Any, Any], tuple[Any, Metrics]], state: Any, dat
     manager = _checkpoint_manager(out_dir)
     latest = manager.latest_step()
     if latest is not None:
-        target = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
-        state = manager.restore(latest, args=ocp.args.StandardRestore(target))
+        state = _restore(manager, latest, state)
         trim_metrics(metrics_path, latest)
     elif metrics_path.exists():
         metrics_path.unlink()
