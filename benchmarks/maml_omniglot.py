@@ -3,7 +3,7 @@
 
 Each method runs `metajax train ALGO` with its CPU defaults (`metajax/config.py`: MAML family
 meta-batch 32, 13,000 steps, 1 inner step of lr 0.4 at training and 3 at test, stride-2 conv4 of
-width 64, query set of 1 per class, the MAML split; Reptile 5000 steps) - at most about 60 minutes
+width 64, query set of 1 per class, the MAML split; Reptile 20,000 steps) - at most about 60 minutes
 per method on 2 CPU cores. The paper's 60,000 steps are `--full-protocol`.
 
     python benchmarks/maml_omniglot.py                             # up to about 60 min per method

@@ -194,7 +194,9 @@ _REPTILE = dict(split="maml", downsample="stride", train_shots=5, queries=5, inn
                 inner_steps=5, test_inner_steps=50, inner_batch=10, meta_batch=5,
                 optimizer="sgd", lr=1.0, lr_anneal=True, eval_episodes=600)
 ALGO_DEFAULTS["reptile"] = (
-    dict(_REPTILE, steps=5000, task_map="map", val_every=1000, val_episodes=100),
+    # CPU: 20,000 steps (about 0.08 s each: 30 min); 5000 steps with a fresh inner Adam per task
+    # gave 79.9%.
+    dict(_REPTILE, steps=20000, task_map="map", val_every=5000, val_episodes=100),
     dict(_REPTILE, steps=100000, val_every=5000),
 )
 # DEML (Zhou et al. 2018) on Omniglot: the MAML split; the external classes are the meta-training
