@@ -13,13 +13,12 @@ per method on 2 CPU cores. The paper's 60,000 steps are `--full-protocol`.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.common import RESULTS, command_line, write_results  # noqa: E402
+from benchmarks.common import command_line, keep_earlier_rows, write_results  # noqa: E402
 from metajax.allocator import reexec_with_allocator  # noqa: E402
 from metajax.config import make_config  # noqa: E402
 from metajax.experiment import machine_info, train_and_evaluate  # noqa: E402
@@ -60,11 +59,7 @@ def main() -> None:
               f"({s['wall_time_s']:.0f}s)", flush=True)
     name = "maml_omniglot" if args.steps is None else f"maml_omniglot_steps{args.steps}"
     # Methods run one at a time keep each other's rows (each row has its own command and machine).
-    old = RESULTS / f"{name}.json"
-    if old.exists():
-        done = {r["algo"] for r in rows}
-        rows = [r for r in json.loads(old.read_text())["rows"] if r["algo"] not in done] + rows
-        rows.sort(key=lambda r: ALGOS.index(r["algo"]))
+    rows = keep_earlier_rows(name, rows, ALGOS, field="rows")
     lines = ["| method | 5-way 1-shot acc. % (ours) | paper | steps | meta-batch | inner steps "
              "train/test | wall s |", "|---|---|---|---|---|---|---|"]
     for r in rows:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import RESULTS, command_line, report  # noqa: E402
+from common import RESULTS, command_line, keep_earlier_rows, report  # noqa: E402
 
 INSTANCES = ("1", "2", "3", "4", "5", "10")
 # Santoro et al. 2016, Table 1 (5 classes, one-hot labels), percent
@@ -54,23 +54,6 @@ def plot(rows: list[dict], path: Path) -> None:
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-
-
-def keep_earlier_rows(name: str, rows: list[dict]) -> list[dict]:
-    """`rows` plus the rows of models not run this time from `results/<name>.json`, so a model can
-    be rerun alone; each row keeps the command and date that made it."""
-    import json
-
-    old = RESULTS / f"{name}.json"
-    if not old.exists():
-        return rows
-    payload = json.loads(old.read_text())
-    done = {r["algo"] for r in rows}
-    kept = [{"command": payload["command"], "date": payload["date"],
-             "machine": payload.get("machine"), **r}
-            for r in payload["results"] if r["algo"] not in done]
-    order = list(PAPER)
-    return sorted(kept + rows, key=lambda r: order.index(r["algo"]) if r["algo"] in order else 99)
 
 
 def score_latest(run_dir: Path, episodes: int, progress: bool) -> tuple[dict, int]:
@@ -150,7 +133,7 @@ def main() -> None:
             "command": command_line(), "date": time.strftime("%Y-%m-%d %H:%M"),
             "machine": machine_info(),
         })
-        rows = keep_earlier_rows(args.name, rows)
+        rows = keep_earlier_rows(args.name, rows, PAPER)
         lines = [
             "| model | steps x 16 episodes | " + " | ".join(f"{k}" for k in INSTANCES)
             + " | train time |",
