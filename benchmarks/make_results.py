@@ -211,13 +211,16 @@ def _speed_lines(results: Path) -> list[str]:
     for path in sorted(results.glob("maml_speed_*.json")):
         d = json.loads(path.read_text())
         m = d.get("machine", {})
+        acc = m.get("accelerator") or {"platform": "cpu"}
+        where = (m.get("cpu_model", "?") if acc["platform"] == "cpu"
+                 else f"{acc['device_kind']} ({acc['platform']})")
         for r in d.get("ratios", []):
             if r.get("vs_fastest_correct_peer") is None or r.get("remat"):
                 continue
             lines.append(
                 f"| {path.stem} | order {r['order']}, {r['inner_steps']} inner step(s), "
                 f"meta-batch {r['meta_batch']} | {r['fastest_correct_peer']} | "
-                f"{r['vs_fastest_correct_peer']:.2f}x | {m.get('cpu_model', '?')} | "
+                f"{r['vs_fastest_correct_peer']:.2f}x | {where} | "
                 f"`{_portable(d.get('command', '?'))}` |")
     if not lines:
         return []

@@ -29,6 +29,7 @@ import json
 import os
 import platform
 import shlex
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -52,6 +53,9 @@ DEFAULT_IMPLS = "metajax,learn2learn,higher,torchfunc,torch"
 # glibc's MALLOC_MMAP_MAX_/MALLOC_TRIM_THRESHOLD_ variables; "system" sets nothing.
 MALLOC_ENV = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": str(64 * 2**30)}
 ALLOCATOR_ENV: dict = {}
+# what the user set; the driver itself runs with preallocation off so that on a GPU the workers,
+# one after another, get the memory (JAX takes 75 % of it by default)
+DRIVER_PREALLOCATE = os.environ.get("XLA_PYTHON_CLIENT_PREALLOCATE")
 
 
 def set_allocator(choice: str) -> dict:
@@ -150,14 +154,44 @@ def peak_flops(cpu: dict) -> dict:
                            f"per core; clock {mhz} MHz ({clock}), no turbo"}
 
 
-def machine() -> dict:
+# Dense fp32 FLOP/s of GPUs without tensor cores (vendors' datasheets, SXM parts), by a substring of
+# JAX's `device_kind`. JAX and PyTorch may run float32 convolutions on the tensor cores in TF32,
+# which can exceed these; the share of this peak is then above what plain fp32 could give.
+GPU_FP32_PEAK_GFLOPS = {"H200": 67_000, "H100": 67_000, "A100": 19_500, "L4": 30_300,
+                        "A10": 31_200, "V100": 15_700, "T4": 8_100}
+
+
+def accelerator() -> dict:
+    """JAX's default backend: platform, device kind and count (a GPU run names its chip)."""
+    import jax
+
+    devices = jax.devices()
+    return {"platform": devices[0].platform, "device_kind": devices[0].device_kind,
+            "device_count": len(devices)}
+
+
+def gpu_peak(kind: str) -> dict:
+    for name, gflops in GPU_FP32_PEAK_GFLOPS.items():
+        if name in kind:
+            return {"peak_gflops": float(gflops),
+                    "assumptions": f"{kind}: datasheet dense fp32 without tensor cores "
+                                   f"({gflops / 1000:g} TFLOP/s, SXM); TF32 tensor-core work can "
+                                   "exceed it"}
+    return {"peak_gflops": None, "assumptions": f"{kind}: peak unknown (pass --peak-gflops)"}
+
+
+def machine(peak_override: float | None = None) -> dict:
     from metajax.experiment import machine_info
 
     cpu = cpu_info()
+    acc = accelerator()
+    peak = peak_flops(cpu) if acc["platform"] == "cpu" else gpu_peak(acc["device_kind"])
+    if peak_override:
+        peak = {"peak_gflops": peak_override, "assumptions": "given by --peak-gflops"}
     return {**machine_info(), "cpu_model": cpu.get("model"), "cpu_vendor": cpu.get("vendor"),
             "cpu_family": cpu.get("family"), "cpu_model_number": cpu.get("model_number"),
             "cores": cpu.get("cores"), "flags": " ".join(cpu.get("flags", [])),
-            "peak": peak_flops(cpu), "platform": platform.platform()}
+            "accelerator": acc, "peak": peak, "platform": platform.platform()}
 
 
 # --- shared weights and episodes (numpy) --------------------------------------------------------
@@ -340,10 +374,17 @@ def metajax_time(job: dict) -> dict:
                         first_call_s=compile_s)
     from hlo_flops import hlo_flops
 
+    counted = hlo_flops(compiled.as_text()) / 1e9
+    analysed = float(cost.get("flops", float("nan"))) / 1e9 if cost else None
+    flop_source = "hlo_flops"
+    if jax.devices()[0].platform != "cpu" and analysed and analysed > counted:
+        # on a GPU, convolutions and dots are library custom-calls that hlo_flops cannot read;
+        # XLA's GPU cost analysis counts them (loop bodies once: exact for vmap over tasks)
+        counted, flop_source = analysed, "cost_analysis"
     result.update({
         "aot_compile_s": compile_s,
-        "xla_gflop": hlo_flops(compiled.as_text()) / 1e9,
-        "xla_cost_analysis_gflop": float(cost.get("flops", float("nan"))) / 1e9 if cost else None,
+        "xla_gflop": counted, "xla_gflop_source": flop_source,
+        "xla_cost_analysis_gflop": analysed,
         "xla_temp_mb": memory.temp_size_in_bytes / 2**20 if memory else None,
         "first_step_loss": float(losses[0]),
         "devices": len(jax.devices()), "task_map": config.task_map,
@@ -398,6 +439,10 @@ def run_metajax_job(job: dict) -> dict:
 def run_job(job: dict, python: str, script: Path, env_extra: dict, timeout: float) -> dict:
     """Runs one job in a fresh process; returns its result, or `error` with the output's tail."""
     env = {**os.environ, **ALLOCATOR_ENV, **env_extra}
+    # the driver's own JAX does not preallocate GPU memory (see main); each worker does as usual
+    env.pop("XLA_PYTHON_CLIENT_PREALLOCATE", None)
+    if DRIVER_PREALLOCATE is not None:
+        env["XLA_PYTHON_CLIENT_PREALLOCATE"] = DRIVER_PREALLOCATE
     job_path = Path(job["out"]).with_suffix(".job.json")
     job_path.write_text(json.dumps(job))
     try:
@@ -470,6 +515,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                    choices=["auto", "jemalloc", "glibc", "malloc-env", "system"],
                    help="memory allocator of every timed process (default: as metajax train)")
     p.add_argument("--peer-python", default=str(ROOT / ".venv-peers/bin/python"))
+    p.add_argument("--torch-device", default="auto", choices=["auto", "cpu", "cuda"],
+                   help="where the PyTorch peers run (auto: the GPU if torch sees one)")
+    p.add_argument("--peak-gflops", type=float, default=None,
+                   help="the machine's peak fp32 GFLOP/s, instead of the computed one")
     p.add_argument("--json", default=None, help="also write the JSON here")
     p.add_argument("--results-dir", default=str(ROOT / "benchmarks/results"))
     p.add_argument("--dump-grad", default=None, metavar="DIR",
@@ -490,6 +539,7 @@ def job_base(args, workdir: Path, tag: str) -> dict:
             "seed": args.seed, "warmup": args.warmup, "repeats": args.repeats,
             "min_seconds": args.min_seconds,
             "metajax_step": args.metajax_step, "task_map": getattr(args, "task_map", None),
+            "torch_device": getattr(args, "torch_device", "auto"),
             "out": str(workdir / f"{tag}.json")}
 
 
@@ -506,6 +556,7 @@ class Driver:
             python, script = sys.executable, Path(__file__).resolve()
         else:
             python, script = self.args.peer_python, ROOT / "benchmarks/peers/torch_maml.py"
+            python = shutil.which(python) or python  # a path, or a name on PATH
             if not Path(python).exists():
                 return {"error": f"peer python {python} not found: run "
                                  "`bash benchmarks/peers/install.sh` (or pass --peer-python)"}
@@ -600,12 +651,12 @@ class Driver:
             "median_s", "min_s", "max_s", "compile_s", "maxrss_mb", "sys_s", "user_s",
             "user_total_s", "sys_total_s", "times_s", "repeats", "warmup", "threads", "notes",
             "xla_gflop", "xla_cost_analysis_gflop", "xla_temp_mb", "aot_compile_s", "task_map",
-            "first_step_loss",
+            "first_step_loss", "xla_gflop_source", "device",
             "metajax_step", "config")
             if k in res})
         row["status"] = "ok"
         row["tasks_per_s"] = meta_batch / res["median_s"]
-        if res.get("xla_gflop"):
+        if res.get("xla_gflop") and peak:
             row["peak_fraction"] = res["xla_gflop"] / res["median_s"] / peak
         self.say(f"  {impl} order {order}: {res['median_s']:.4f} s/step, "
                  f"{row['tasks_per_s']:.1f} tasks/s, compile {res['compile_s']:.1f} s, "
@@ -669,10 +720,15 @@ def ratio_rows(rows: list[dict]) -> list[dict]:
 def markdown(payload: dict) -> str:
     rows, ratios = payload["results"], payload["ratios"]
     peak = payload["machine"]["peak"]
+    acc = payload["machine"].get("accelerator") or {"platform": "cpu"}
+    where = (f"{acc['device_kind']} ({acc['platform']}; host {payload['machine'].get('cpu_model')}"
+             f", {payload['machine'].get('cores')} cores)" if acc["platform"] != "cpu" else
+             f"{payload['machine'].get('cpu_model')}, {payload['machine'].get('cores')} cores")
+    peak_text = (f"{peak['peak_gflops']:.0f} GFLOP/s fp32" if peak.get("peak_gflops")
+                 else "unknown")
     lines = [f"MAML meta-step, workload {payload['settings']['workload']}: "
              f"{payload['settings']['description']}", "",
-             f"Machine: {payload['machine'].get('cpu_model')}, {payload['machine'].get('cores')} "
-             f"cores, peak {peak['peak_gflops']:.0f} GFLOP/s fp32 ({peak['assumptions']}); "
+             f"Machine: {where}, peak {peak_text} ({peak['assumptions']}); "
              f"load {payload['machine'].get('load_average_1min')}; allocator "
              f"{' '.join(f'{k}={v}' for k, v in payload['allocator_env'].items())}", "",
              "| impl | order | K | T | remat | dev | check (rel err) | median s | min s | max s "
@@ -773,6 +829,7 @@ def main(argv=None) -> None:
         job = json.loads(Path(args.job).read_text())
         Path(job["out"]).write_text(json.dumps(run_metajax_job(job)))
         return
+    os.environ["XLA_PYTHON_CLIENT_PREALLOCATE"] = "false"  # the driver's JAX (workers: run_job)
     set_allocator(args.allocator)
     start = time.time()
     impls = [] if args.impls in ("", "none") else [i.strip() for i in args.impls.split(",")]
@@ -799,7 +856,7 @@ def main(argv=None) -> None:
                   f"{res['meta_loss']['2']:.12g})")
         if not impls and not args.scaling:
             return
-        driver.machine = machine()
+        driver.machine = machine(args.peak_gflops)
         peers = [i for i in impls if i != "metajax"]
         versions = {"metajax_python": sys.version.split()[0]}
         import flax
@@ -833,6 +890,9 @@ def main(argv=None) -> None:
             "check_meta_batch",
             "metajax_step")}, "description": describe(args), "check_rtol": CHECK_RTOL},
         "allocator": args.allocator, "allocator_env": ALLOCATOR_ENV, "notes": notes,
+        # XLA's flags change what is measured (on a GPU, --xla_gpu_autotune_level=0 trades a
+        # slower step for a much shorter compile)
+        "xla_flags": os.environ.get("XLA_FLAGS", ""),
         "flop_count": "xla_gflop: 2 x multiply-adds of the convolutions and dots of the compiled "
                       "step's optimised HLO, window taps on padding excluded, while-loop bodies "
                       "(lax.map over tasks, the inner lax.scan) times their known trip counts "
@@ -846,7 +906,9 @@ def main(argv=None) -> None:
     print(table)
     out = Path(args.results_dir)
     out.mkdir(parents=True, exist_ok=True)
-    name = f"maml_speed_{args.workload}"  # non-default sizes get their own files
+    name = f"maml_speed_{args.workload}"  # non-default sizes and GPUs get their own files
+    if driver.machine["accelerator"]["platform"] != "cpu":
+        name += f"_{driver.machine['accelerator']['platform']}"
     for key, tag in (("inner_steps", "k"), ("meta_batch", "T"), ("queries", "q")):
         if getattr(args, key) != WORKLOADS[args.workload][key]:
             name += f"_{tag}{getattr(args, key)}"

@@ -7,6 +7,7 @@ imports numpy and torch only, never jax. The driver writes a job file and runs
 
 which either computes the meta-loss and meta-gradient of the shared episode in float64 (`mode`
 "check"; the gradient comes back in flax's names and layouts) or times meta-steps (`mode` "time").
+It runs on the GPU where torch sees one (`torch_device` "auto", the default), else on the CPU.
 
 Implementations (`impl`), all the same MAML step: per task, `inner_steps` SGD steps on the support
 loss from the meta-parameters, query loss of the adapted weights, mean over tasks, one Adam step:
@@ -299,7 +300,7 @@ class MetaStep:
         return loss
 
     def grads(self) -> dict:
-        return {k: to_flax_layout(k, self.named[k].grad.detach().double().numpy())
+        return {k: to_flax_layout(k, self.named[k].grad.detach().double().cpu().numpy())
                 for k in self.names}
 
 
@@ -486,6 +487,14 @@ def run_job(job: dict) -> dict:
         note = torchvision_stand_in()
         if note:
             result["notes"].append(note)
+    # `torch_device` "auto": the GPU where torch sees one. The default device places every tensor
+    # and module made below (episode, parameters, optimiser state) there.
+    device = job.get("torch_device", "auto")
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    torch.set_default_device(device)
+    on_gpu = device.startswith("cuda")
+    result["device"] = torch.cuda.get_device_name() if on_gpu else "cpu"
     dtype = torch.float64 if job["mode"] == "check" else torch.float32
     params, data = load_job_arrays(job, dtype)
     meta_step = STEPS[job["impl"]](job, params, job["order"])
@@ -501,7 +510,9 @@ def run_job(job: dict) -> dict:
     else:
         for p in meta_step.parameters():
             p.grad = torch.zeros_like(p)
-        result.update(time_steps(lambda: meta_step.step(data), lambda _: None,
+        # GPU work is asynchronous: each timed step ends when the device has finished it
+        sync = (lambda _: torch.cuda.synchronize()) if on_gpu else (lambda _: None)
+        result.update(time_steps(lambda: meta_step.step(data), sync,
                                  warmup=job["warmup"], repeats=job["repeats"],
                                  min_seconds=job.get("min_seconds", 0.0)))
     result["threads"] = torch.get_num_threads()
