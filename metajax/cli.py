@@ -63,6 +63,9 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--fresh-inner-state", action="store_true", default=None,
                    help="Reptile: a fresh inner Adam per task (default: its moments carry over "
                    "from task to task, as in the authors' code)")
+    g.add_argument("--fresh-test-state", action="store_true", default=None,
+                   help="Reptile: adapt test tasks from a fresh Adam (default: from the state "
+                   "meta-training ended with, as the authors' evaluation does)")
     g.add_argument("--task-map", help="how a meta-batch's tasks run: vmap (default), map (one by "
                    "one) or map:N (chunks of N vmapped tasks, less memory)")
     g.add_argument("--remat", action="store_true", default=None,

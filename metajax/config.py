@@ -24,10 +24,12 @@ class Config:
     gradient-based learners (maml, fomaml, metasgd, anil, reptile, pretrained) read `inner_lr`,
     `inner_steps` (training), `test_inner_steps` (evaluation; 0: as training), `inner_batch`
     (Reptile's inner mini-batch), `fresh_inner_state` (Reptile: a fresh inner Adam per task instead
-    of one whose moments carry over), `remat` (`jax.checkpoint` on each inner step) and `task_map`
-    ("vmap" or "map": how the trainer runs over the tasks of a meta-batch). `optimizer` is the outer
-    optimiser ("adam" or "sgd"); `lr_anneal` anneals its learning rate linearly to 0 (Reptile's
-    meta step size). `downsample` is conv4's "maxpool" or "stride" (MAML's Omniglot network).
+    of one whose moments carry over), `fresh_test_state` (Reptile: test tasks adapt from a fresh
+    Adam instead of the state training ended with), `remat` (`jax.checkpoint` on each inner step)
+    and `task_map` ("vmap" or "map": how the trainer runs over the tasks of a meta-batch).
+    `optimizer` is the outer optimiser ("adam" or "sgd"); `lr_anneal` anneals its learning rate
+    linearly to 0 (Reptile's meta step size). `downsample` is conv4's "maxpool" or "stride"
+    (MAML's Omniglot network).
     """
 
     algo: str
@@ -65,6 +67,7 @@ class Config:
     test_inner_steps: int = 0
     inner_batch: int = 10
     fresh_inner_state: bool = False  # Reptile: a fresh inner Adam per task (default: kept across tasks)
+    fresh_test_state: bool = False  # Reptile: test-time Adam from a fresh state, not training's
     remat: bool = False
     task_map: str = "vmap"
     optimizer: str = "adam"

@@ -27,6 +27,7 @@ from metajax.data.sinusoid import AMPLITUDE, PHASE, X_RANGE, sinusoid_sampler
 from metajax.learners import TRAIN_SAMPLERS, accuracy_by_instance, build_learner
 from metajax.training.evaluation import evaluate
 from metajax.training.trainer import (
+    TrainState,
     init_state,
     refuse_existing_checkpoints,
     restore_state,
@@ -193,16 +194,16 @@ def train_and_evaluate(config: Config, out_dir: str | Path, resume: bool = False
     out_dir = prepare_run_dir(config, out_dir, resume)
     sources, split_info = task_sources(config)
     learner = build_learner(config, phase="train")
-    test_learner = build_learner(config, phase="test")
     optimizer = make_optimizer(config)
 
     validate = None
     if "val" in sources and config.val_every:
         val = sources["val"]
 
-        def validate(params):
-            return evaluate(test_learner, params, val.sample, val.data, config.val_episodes,
-                            seed=0, devices=devices, task_map=config.task_map)
+        def validate(params, inner_state):
+            return evaluate(build_learner(config, phase="test", inner_state=inner_state), params,
+                            val.sample, val.data, config.val_episodes, seed=0, devices=devices,
+                            task_map=config.task_map)
 
     train_src = sources["train"]
     state, stats = train(
@@ -213,6 +214,7 @@ def train_and_evaluate(config: Config, out_dir: str | Path, resume: bool = False
         devices=devices, progress=progress, task_map=config.task_map,
     )
     test = sources["test"]
+    test_learner = build_learner(config, phase="test", inner_state=state.inner_state)
     result = evaluate(test_learner, state.params, test.sample, test.data, config.eval_episodes,
                       seed=config.eval_seed, progress=progress, desc="test", devices=devices,
                       task_map=config.task_map)
@@ -243,8 +245,8 @@ def load_config(out_dir: str | Path) -> Config:
     return make_config(fields.pop("algo"), fields.pop("full_protocol"), **fields)
 
 
-def load_params(out_dir: str | Path, config: Config | None = None):
-    """The meta-parameters of the latest checkpoint of a run."""
+def load_state(out_dir: str | Path, config: Config | None = None) -> TrainState:
+    """The latest checkpoint of a run: meta-parameters, optimiser and carried inner state."""
     config = config or load_config(out_dir)
     sources, _ = task_sources(config)
     learner = build_learner(config)
@@ -252,7 +254,12 @@ def load_params(out_dir: str | Path, config: Config | None = None):
         lambda: init_state(learner, make_optimizer(config), jax.random.PRNGKey(0),
                            _example_task(sources["train"]))
     )
-    return restore_state(out_dir, abstract).params
+    return restore_state(out_dir, abstract)
+
+
+def load_params(out_dir: str | Path, config: Config | None = None):
+    """The meta-parameters of the latest checkpoint of a run."""
+    return load_state(out_dir, config).params
 
 
 def evaluate_run(out_dir: str | Path, ways: int | None = None, shots: int | None = None,
@@ -268,9 +275,10 @@ def evaluate_run(out_dir: str | Path, ways: int | None = None, shots: int | None
                              "run; --episodes sets the number of held-out optimisees")
         return evaluate_l2o_run(out_dir, episodes, seed)
     ways, shots = ways or config.ways, shots or config.shots
-    params = load_params(out_dir, config)
+    state = load_state(out_dir, config)
+    params = state.params
     sources, split_info = task_sources(config, ways, shots, queries)
-    learner = build_learner(config, ways, shots, phase="test")
+    learner = build_learner(config, ways, shots, phase="test", inner_state=state.inner_state)
     test = sources["test"]
     episodes = episodes or config.eval_episodes
     result = evaluate(learner, params, test.sample, test.data, episodes,
@@ -296,8 +304,10 @@ def evaluate_official_runs(out_dir: str | Path, runs_path: str | Path, seed: int
     """
     config = load_config(out_dir)
     runs = load_runs(runs_path, config.image_size)
-    params = load_params(out_dir, config)
-    learner = build_learner(config, runs[0].task.num_classes, 1, phase="test")
+    state = load_state(out_dir, config)
+    params = state.params
+    learner = build_learner(config, runs[0].task.num_classes, 1, phase="test",
+                            inner_state=state.inner_state)
     result = score_runs(learner, params, runs, seed=seed)
     out = {"algo": config.algo, "runs_path": str(runs_path), "image_size": config.image_size,
            "split": config.split, **result}

@@ -170,6 +170,38 @@ def test_reptile_kept_adam_state_continues_across_tasks_by_hand():
         np.testing.assert_allclose(state[0].nu["params"]["kernel"], v, rtol=1e-10)
 
 
+def test_reptile_evaluation_adapts_from_the_given_training_state_by_hand():
+    # test_inner_state (the authors' evaluation): the support-set Adam steps continue the state
+    # meta-training ended with; without it they start fresh (sign steps first).
+    with enable_x64():
+        train_task, test_task = (_regression_task(s, n_support=4, n_query=3) for s in (4, 9))
+        lr, steps = 0.05, 2
+        learner = reptile(Linear(), inner_lr=lr, steps=steps, inner_batch=8, loss="mse")
+        params = jax.tree.map(lambda x: x.astype(jnp.float64),
+                              learner.init(jax.random.PRNGKey(0), train_task))
+        _, _, state = learner.meta_grad(params, train_task, jax.random.PRNGKey(1),
+                                        learner.init_inner_state(params))
+        w0 = np.asarray(params["params"]["kernel"])
+        x, y = np.asarray(test_task.support_x), np.asarray(test_task.support_y)
+
+        def by_hand(v, t):
+            w = w0.copy()
+            for _ in range(steps):
+                t += 1
+                g = 2.0 / len(x) * x.T @ (x @ w - y)
+                v = 0.999 * v + 0.001 * g * g
+                w = w - lr * g / (np.sqrt(v / (1 - 0.999**t)) + 1e-8)
+            return np.asarray(test_task.query_x) @ w
+
+        kept = reptile(Linear(), inner_lr=lr, steps=steps, inner_batch=8, loss="mse",
+                       test_inner_state=state)
+        v = np.asarray(state[0].nu["params"]["kernel"])
+        np.testing.assert_allclose(kept.predict(params, test_task), by_hand(v, steps), rtol=1e-8)
+        np.testing.assert_allclose(learner.predict(params, test_task),
+                                   by_hand(np.zeros_like(w0), 0), rtol=1e-8)
+        assert not np.allclose(by_hand(v, steps), by_hand(np.zeros_like(w0), 0))
+
+
 def test_trainer_carries_a_stateful_learners_state_as_the_mean_over_tasks():
     with enable_x64():
         tasks = [_regression_task(s, n_support=3, n_query=3) for s in (5, 6)]

@@ -86,11 +86,15 @@ def _anil(config: Config, ways: int, shots: int, phase: str = "train") -> Learne
     return anil(network, config.inner_lr, _steps(config, phase), remat=config.remat, loss=loss)
 
 
-def _reptile(config: Config, ways: int, shots: int, phase: str = "train") -> Learner:
+def _reptile(config: Config, ways: int, shots: int, phase: str = "train",
+             inner_state=None) -> Learner:
     del shots
     network, loss = _network(config, ways, phase)
+    if config.fresh_test_state:
+        inner_state = None
     return reptile(network, config.inner_lr, _steps(config, phase), inner_batch=config.inner_batch,
-                   loss=loss, keep_inner_state=not config.fresh_inner_state)
+                   loss=loss, keep_inner_state=not config.fresh_inner_state,
+                   test_inner_state=inner_state if phase == "test" else None)
 
 
 def _pretrained(config: Config, ways: int, shots: int, phase: str = "train") -> Learner:
@@ -250,14 +254,17 @@ TRAIN_SAMPLERS: dict[str, Callable[[Config, tuple[int, ...], str], SampleFn]] = 
 
 
 def build_learner(config: Config, ways: int | None = None, shots: int | None = None,
-                  phase: str = "train") -> Learner:
+                  phase: str = "train", inner_state=None) -> Learner:
     """The learner named by `config.algo`, for episodes of `ways`/`shots` (default: config's), as
-    meta-trained (`phase="train"`) or as evaluated (`phase="test"`)."""
+    meta-trained (`phase="train"`) or as evaluated (`phase="test"`). `inner_state` is a stateful
+    learner's carried state (`TrainState.inner_state`), which its evaluation adapts from."""
     if config.algo not in LEARNERS:
         raise ValueError(f"unknown algorithm {config.algo!r}; choose one of {', '.join(LEARNERS)}")
     if phase not in PHASES:
         raise ValueError(f"phase must be one of {PHASES}, got {phase!r}")
-    return LEARNERS[config.algo](config, ways or config.ways, shots or config.shots, phase)
+    extra = {} if inner_state is None else {"inner_state": inner_state}
+    return LEARNERS[config.algo](config, ways or config.ways, shots or config.shots, phase,
+                                 **extra)
 
 
 __all__ = [

@@ -207,7 +207,8 @@ def anil(network: nn.Module, inner_lr: float = 0.4, steps: int = 1, *, head: str
 
 
 def reptile(network: nn.Module, inner_lr: float = 1e-3, steps: int = 5, *, inner_batch: int = 10,
-            loss: LossName = "xent", keep_inner_state: bool = True) -> Learner:
+            loss: LossName = "xent", keep_inner_state: bool = True,
+            test_inner_state: optax.OptState | None = None) -> Learner:
     """Reptile (Nichol et al. 2018): move the initialisation towards the task-adapted weights.
 
     `meta_grad` trains a copy of `params` with `steps` steps of Adam (b1=0, `inner_lr`) on
@@ -223,9 +224,11 @@ def reptile(network: nn.Module, inner_lr: float = 1e-3, steps: int = 5, *, inner
     steps are sign steps of size `inner_lr` in every coordinate; on Omniglot 5-way 1-shot that gave
     69.9% validation accuracy after 1000 meta-steps against 76.4% with the state kept.
 
-    `loss`/`predict` (for evaluation) adapt on the whole support set for `steps` Adam steps from a
-    fresh state and score the query set. Batch norm uses the statistics of each mini-batch and of
-    the query set (the paper's "transductive" setting).
+    `loss`/`predict` (for evaluation) adapt on the whole support set for `steps` Adam steps and
+    score the query set. Adam starts from `test_inner_state`, the state meta-training ended with, as
+    the authors' evaluation does (it restores the full state, optimiser slots included, after each
+    test task); without it, from a fresh state, whose first steps are sign steps. Batch norm uses
+    the statistics of each mini-batch and of the query set (the paper's "transductive" setting).
     """
     task_loss = objective(loss)
     optimizer = optax.adam(inner_lr, b1=0.0)
@@ -270,7 +273,7 @@ def reptile(network: nn.Module, inner_lr: float = 1e-3, steps: int = 5, *, inner
         del key
         n = task.support_x.shape[0]
         full = jnp.broadcast_to(jnp.arange(n), (steps, n))
-        adapted, _, _ = train_on(params, task.support_x, task.support_y, full)
+        adapted, _, _ = train_on(params, task.support_x, task.support_y, full, test_inner_state)
         return network.apply(adapted, task.query_x)
 
     def loss_fn(params: Params, task: Task, key: PRNGKey | None = None):

@@ -197,7 +197,7 @@ def refuse_existing_checkpoints(out_dir: str | Path, resume: bool) -> None:
 
 def train(learner: Learner, optimizer: optax.GradientTransformation, sample: SampleFn, data: Any,
           *, steps: int, meta_batch: int, seed: int, out_dir: str | Path, example_task: Task,
-          validate: Callable[[Params], dict] | None = None, val_every: int = 0,
+          validate: Callable[[Params, Any], dict] | None = None, val_every: int = 0,
           checkpoint_every: int = 500, log_every: int = 50, resume: bool = False,
           devices=None, progress: bool = True, task_map: str = "vmap") -> tuple[TrainState, dict]:
     """Meta-trains `learner` for `steps` steps and returns the final state and run statistics.
@@ -210,7 +210,8 @@ def train(learner: Learner, optimizer: optax.GradientTransformation, sample: Sam
       steps, meta_batch, seed: length, tasks per step, and the seed of initialisation and tasks.
       out_dir: run directory: `checkpoints/`, `metrics.jsonl`.
       example_task: a task (unbatched) to initialise parameters from.
-      validate: optional `validate(params) -> metrics`, run every `val_every` steps.
+      validate: optional `validate(params, inner_state) -> metrics`, run every `val_every` steps
+        (`inner_state`: the stateful learner's carried state, else None).
       checkpoint_every: steps between checkpoints (the last step is always saved).
       resume: continue from the latest checkpoint in `out_dir`; without it an existing checkpoint
         is an error rather than silently overwritten.
@@ -234,12 +235,13 @@ def train(learner: Learner, optimizer: optax.GradientTransformation, sample: Sam
 def run_loop(step_fn: Callable[[Any, Any], tuple[Any, Metrics]], state: Any, data: Any, *,
              steps: int, out_dir: str | Path, checkpoint_every: int, log_every: int,
              resume: bool = False, progress: bool = True,
-             validate: Callable[[Params], dict] | None = None, val_every: int = 0,
+             validate: Callable[[Params, Any], dict] | None = None, val_every: int = 0,
              place: Callable[[Any], Any] = lambda st: st,
              postfix: tuple[str, ...] = ("loss", "accuracy")) -> tuple[Any, dict]:
     """The loop every trainer shares: `state, metrics = step_fn(state, data)` from the state's
     `step` to `steps`, with orbax checkpoints (resumable), `metrics.jsonl` (means over `log_every`
-    steps, `val_*` rows from `validate(state.params)`), a progress bar and a NaN guard on `loss`.
+    steps, `val_*` rows from `validate(state.params, inner_state)`), a progress bar and a NaN
+    guard on `loss`.
 
     `state` is a pytree with a `step` field, freshly initialised (it is also the restore target);
     `place` puts it on its devices after initialisation or restore.
@@ -302,7 +304,7 @@ def run_loop(step_fn: Callable[[Any, Any], tuple[Any, Metrics]], state: Any, dat
                 bar.set_postfix({k: f"{v:.4g}" for k, v in row.items() if k in postfix})
                 sums, count = {}, 0
             if validate is not None and val_every and (done % val_every == 0 or done == steps):
-                val = validate(state.params)
+                val = validate(state.params, getattr(state, "inner_state", None))
                 log.write(json.dumps({"step": done, **{f"val_{k}": v for k, v in val.items()}})
                           + "\n")
                 log.flush()
