@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from conftest import compile_bound_env
 
 from metajax.data.episodes import episode_sampler
 from metajax.experiment import load_params
@@ -93,10 +94,11 @@ def _cli(out, steps, *extra):
 def test_resume_after_sigkill_matches_uninterrupted_run(tmp_path):
     steps = 14
     log = open(tmp_path / "full.log", "wb")  # noqa: SIM115 - closed below
-    full = subprocess.Popen(_cli(tmp_path / "full", steps), stdout=log,
+    env = compile_bound_env()  # three tiny runs: mostly compile time
+    full = subprocess.Popen(_cli(tmp_path / "full", steps), stdout=log, env=env,
                             stderr=subprocess.STDOUT)  # runs beside the one that gets killed
     proc = subprocess.Popen(_cli(tmp_path / "killed", steps), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+                            stderr=subprocess.DEVNULL, env=env)
     ckpt = tmp_path / "killed" / "checkpoints"
     deadline = time.time() + 300
     while time.time() < deadline:
@@ -107,7 +109,8 @@ def test_resume_after_sigkill_matches_uninterrupted_run(tmp_path):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert not (tmp_path / "killed" / "summary.json").exists(), "run finished before the kill"
-    subprocess.run(_cli(tmp_path / "killed", steps, "--resume"), check=True, capture_output=True)
+    subprocess.run(_cli(tmp_path / "killed", steps, "--resume"), check=True, capture_output=True,
+                   env=env)
     full.wait()
     log.close()
     assert full.returncode == 0, (tmp_path / "full.log").read_text()[-2000:]
