@@ -8,11 +8,15 @@ per method on 2 CPU cores. The paper's 60,000 steps are `--full-protocol`.
 
     python benchmarks/maml_omniglot.py                             # up to about 60 min per method
     python benchmarks/maml_omniglot.py --algos maml --steps 20 --eval-episodes 50   # smoke check
+
+A run left in `--out` is resumed where it stopped; a finished one's `summary.json` is reused, or
+evaluated again with `--rescore` (its training time kept).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -38,6 +42,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="runs/maml_omniglot", help="parent of the run folders")
     parser.add_argument("--data-dir")
+    parser.add_argument("--rescore", action="store_true",
+                        help="evaluate finished runs in --out again (default: reuse their "
+                             "summary.json)")
     args = parser.parse_args()
     reexec_with_allocator()  # jemalloc or glibc tunables, as `metajax train` does
     start = time.time()
@@ -47,10 +54,20 @@ def main() -> None:
                              eval_episodes=args.eval_episodes, seed=args.seed,
                              data_dir=args.data_dir)
         run_dir = Path(args.out) / f"{algo}_5w1s_seed{args.seed}"
-        # a run left in --out (cut short or finished) is resumed; a finished one is only scored
-        s = train_and_evaluate(config, run_dir, resume=(run_dir / "checkpoints").exists(),
-                               progress=False)
+        summary = run_dir / "summary.json"
+        previous = json.loads(summary.read_text()) if summary.exists() else None
+        if previous and not args.rescore:  # a finished run in --out: its own numbers
+            s = previous
+        else:  # a run left in --out (cut short, or finished with --rescore) is resumed
+            s = train_and_evaluate(config, run_dir, resume=(run_dir / "checkpoints").exists(),
+                                   progress=False)
+            if previous and s.get("start_step") == previous["steps"]:
+                # only re-scored: the training time and speed are the earlier run's
+                s.update(wall_time_s=previous["wall_time_s"],
+                         steps_per_s=previous["steps_per_s"], rescored=True)
+                summary.write_text(json.dumps(s, indent=2))
         rows.append({"algo": algo, "accuracy": s["accuracy"], "ci95": s["ci95"],
+                     "rescored": bool(s.get("rescored")), "start_step": s.get("start_step", 0),
                      "episodes": s["episodes"], "wall_time_s": s["wall_time_s"],
                      "steps_per_s": s["steps_per_s"], "paper": PAPER[algo],
                      "config": s["config"], "command": command_line(),
@@ -64,8 +81,13 @@ def main() -> None:
              "train/test | wall s |", "|---|---|---|---|---|---|---|"]
     for r in rows:
         c = r["config"]
+        resumed = ""
+        if r.get("rescored"):  # training time of the earlier run, accuracy of the new scoring
+            resumed = " (re-scored)"
+        elif 0 < r.get("start_step", 0) < c["steps"]:  # wall time of the last part only
+            resumed = f" (resumed at {r['start_step']})"
         lines.append(f"| {r['algo']} | {100 * r['accuracy']:.2f} ± {100 * r['ci95']:.2f} | "
-                     f"{r['paper']} | {c['steps']} | {c['meta_batch']} | {c['inner_steps']}/"
+                     f"{r['paper']} | {c['steps']}{resumed} | {c['meta_batch']} | {c['inner_steps']}/"
                      f"{c['test_inner_steps'] or c['inner_steps']} | {r['wall_time_s']:.0f} |")
     table = "\n".join(lines)
     print(table)

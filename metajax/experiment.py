@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import platform
@@ -167,6 +168,11 @@ def _example_task(source: TaskSource):
     return source.sample(jax.random.PRNGKey(0), source.data)
 
 
+def _config_defaults() -> dict:
+    return {f.name: f.default for f in dataclasses.fields(Config)
+            if f.default is not dataclasses.MISSING}
+
+
 def prepare_run_dir(config: Config, out_dir: str | Path, resume: bool) -> Path:
     """Creates the run directory and writes `config.json`; a resumed run must keep its config."""
     out_dir = Path(out_dir)
@@ -174,9 +180,11 @@ def prepare_run_dir(config: Config, out_dir: str | Path, resume: bool) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     config_path = out_dir / "config.json"
     if resume and config_path.exists():
-        saved = json.loads(config_path.read_text())
-        if saved != config.to_dict():
-            changed = sorted(k for k in saved if saved[k] != config.to_dict().get(k))
+        # a run saved before a setting existed ran with that setting's default
+        saved = {**_config_defaults(), **json.loads(config_path.read_text())}
+        current = config.to_dict()
+        changed = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
+        if changed:
             raise ValueError(f"--resume with a different configuration (changed: {changed}); "
                              f"use the same flags as the original run")
     config_path.write_text(json.dumps(config.to_dict(), indent=2))

@@ -70,3 +70,23 @@ def test_train_then_eval(tmp_path, capsys):
 def test_eval_of_a_missing_run_is_a_clear_error(tmp_path, capsys):
     assert main(["eval", str(tmp_path / "nothing")]) == 2
     assert "config.json not found" in capsys.readouterr().err
+
+
+def test_resume_refuses_changed_settings_but_accepts_a_config_older_than_a_new_field(tmp_path):
+    from metajax.config import make_config
+    from metajax.experiment import prepare_run_dir
+
+    config = make_config("reptile", steps=10)
+    prepare_run_dir(config, tmp_path, resume=False)
+    with pytest.raises(ValueError, match=r"changed: \['steps'\]"):
+        prepare_run_dir(make_config("reptile", steps=20), tmp_path, resume=True)
+    # a run written before `fresh_test_state` existed ran with its default: it resumes
+    path = tmp_path / "config.json"
+    saved = json.loads(path.read_text())
+    del saved["fresh_test_state"]
+    path.write_text(json.dumps(saved))
+    prepare_run_dir(config, tmp_path, resume=True)
+    with pytest.raises(ValueError, match=r"changed: \['fresh_test_state'\]"):
+        path.write_text(json.dumps(saved))
+        prepare_run_dir(make_config("reptile", steps=10, fresh_test_state=True), tmp_path,
+                        resume=True)
