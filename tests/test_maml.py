@@ -122,6 +122,18 @@ def test_metasgd_gradients_match_the_closed_form_for_a_linear_model():
                                    rtol=1e-10)
 
 
+def _adam_b1_zero_by_hand(x, y, w, v, t, lr, steps):
+    """`steps` full-batch Adam steps (b1=0, b2=0.999, eps 1e-8) of the squared loss of x @ w on y,
+    from squared-gradient average `v` after `t` steps; returns (w, v, t)."""
+    w = w.copy()
+    for _ in range(steps):
+        t += 1
+        g = 2.0 / len(x) * x.T @ (x @ w - y)
+        v = 0.999 * v + 0.001 * g * g
+        w = w - lr * g / (np.sqrt(v / (1 - 0.999**t)) + 1e-8)
+    return w, v, t
+
+
 def test_reptile_update_matches_adam_with_b1_zero_by_hand():
     with enable_x64():
         task = _regression_task(4, n_support=4, n_query=4)
@@ -135,11 +147,7 @@ def test_reptile_update_matches_adam_with_b1_zero_by_hand():
         x = np.concatenate([task.support_x, task.query_x])
         y = np.concatenate([task.support_y, task.query_y])
         w0 = np.asarray(params["params"]["kernel"])
-        w, v = w0.copy(), np.zeros_like(w0)
-        for t in range(1, steps + 1):
-            g = 2.0 / len(x) * x.T @ (x @ w - y)
-            v = 0.999 * v + 0.001 * g * g
-            w = w - lr * g / (np.sqrt(v / (1 - 0.999**t)) + 1e-8)
+        w, _, _ = _adam_b1_zero_by_hand(x, y, w0, np.zeros_like(w0), 0, lr, steps)
         np.testing.assert_allclose(pseudo["params"]["kernel"], w0 - w, rtol=1e-8)
 
 
@@ -159,12 +167,7 @@ def test_reptile_kept_adam_state_continues_across_tasks_by_hand():
             pseudo, _, state = learner.meta_grad(params, task, jax.random.PRNGKey(1), state)
             x = np.concatenate([task.support_x, task.query_x])
             y = np.concatenate([task.support_y, task.query_y])
-            w = w0.copy()
-            for _ in range(steps):
-                t += 1
-                g = 2.0 / len(x) * x.T @ (x @ w - y)
-                v = 0.999 * v + 0.001 * g * g
-                w = w - lr * g / (np.sqrt(v / (1 - 0.999**t)) + 1e-8)
+            w, v, t = _adam_b1_zero_by_hand(x, y, w0, v, t, lr, steps)
             np.testing.assert_allclose(pseudo["params"]["kernel"], w0 - w, rtol=1e-8)
         assert int(state[0].count) == 2 * steps
         np.testing.assert_allclose(state[0].nu["params"]["kernel"], v, rtol=1e-10)
@@ -185,12 +188,7 @@ def test_reptile_evaluation_adapts_from_the_given_training_state_by_hand():
         x, y = np.asarray(test_task.support_x), np.asarray(test_task.support_y)
 
         def by_hand(v, t):
-            w = w0.copy()
-            for _ in range(steps):
-                t += 1
-                g = 2.0 / len(x) * x.T @ (x @ w - y)
-                v = 0.999 * v + 0.001 * g * g
-                w = w - lr * g / (np.sqrt(v / (1 - 0.999**t)) + 1e-8)
+            w, _, _ = _adam_b1_zero_by_hand(x, y, w0, v, t, lr, steps)
             return np.asarray(test_task.query_x) @ w
 
         kept = reptile(Linear(), inner_lr=lr, steps=steps, inner_batch=8, loss="mse",
