@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.common import write_results  # noqa: E402
+from benchmarks.common import RESULTS, write_results  # noqa: E402
 from metajax.config import make_config  # noqa: E402
 from metajax.experiment import machine_info, train_and_evaluate  # noqa: E402
 
@@ -58,6 +58,25 @@ def row_configs(rows, lambdas, ways, steps, episodes, first_order, seed, data_di
         for lam in lambdas:
             out.append(("deml", lam, make_config("deml", concept_weight=lam, **common)))
     return out
+
+
+def _key(row: dict) -> tuple:
+    return row["ways"], row["row"], row["lambda"], row["first_order"]
+
+
+def merge_earlier_rows(name: str, rows: list[dict]) -> list[dict]:
+    """`rows` plus the rows of `results/<name>.json` (same step budget) that this invocation did
+    not re-run, so the ablation can be run a few rows at a time; each kept row keeps the command,
+    date and machine that made it. Sorted by setting (20-way first), row, then lambda."""
+    old = RESULTS / f"{name}.json"
+    if old.exists():
+        payload = json.loads(old.read_text())
+        done = {_key(r) for r in rows}
+        rows = [{"command": payload.get("command"), "date": payload.get("date"),
+                 "machine": payload.get("machine"), **r}
+                for r in payload["rows"] if _key(r) not in done] + rows
+    return sorted(rows, key=lambda r: (-r["ways"], ROWS.index(r["row"]), r["first_order"],
+                                       -1.0 if r["lambda"] is None else r["lambda"]))
 
 
 def main() -> None:
@@ -111,6 +130,10 @@ def main() -> None:
         for r in rows:
             print(f"{r['ways']}-way {r['row']} lambda={r['lambda']}: {r['s_per_step']:.3f} s/step "
                   f"(compile {r['compile_s']:.0f}s); 60 min = {3600 / r['s_per_step']:.0f} steps")
+    name = (f"deml_omniglot_{'_'.join(str(w) for w in args.ways)}w_timing" if args.time_steps
+            else f"deml_omniglot_steps{steps}")
+    if not args.time_steps:
+        rows = merge_earlier_rows(name, rows)
     lines = ["| setting | row | lambda | acc. % (ours, 95% CI) | episodes | steps x meta-batch | "
              "first order | s/step | train s | paper |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
@@ -121,9 +144,7 @@ def main() -> None:
                      f"{r['paper']} |")
     table = "\n".join(lines) + f"\n\nPaper (Zhou et al. 2018): {PAPER_MINI}."
     print(table)
-    kind = "timing" if args.time_steps else f"steps{steps}"
-    ways = "_".join(str(w) for w in args.ways)
-    write_results(f"deml_omniglot_{ways}w_{kind}", {
+    write_results(name, {
         "rows": rows, "machine": machine_info(), "wall_time_s": time.time() - start,
         "budget": {"steps": steps, "meta_batch": COMMON["meta_batch"],
                    "first_order": args.first_order, "eval_episodes": episodes},

@@ -124,8 +124,8 @@ def _ablation_rows(path: Path, d: dict) -> list[dict] | None:
         setting = (f"Omniglot {r['ways']}-way {r['shots']}-shot, {r['episodes']} episodes, "
                    f"{r['steps']} steps x meta-batch {r['meta_batch']}")
         out.append(_row(f"deml ablation: {r['row']}{lam}", setting, _pm(r["accuracy"], r["ci95"]),
-                        r.get("paper"), d.get("command", "?"), _machine(d.get("machine")),
-                        _secs(r.get("wall_time_s"))))
+                        r.get("paper"), r.get("command", d.get("command", "?")),
+                        _machine(r.get("machine", d.get("machine"))), _secs(r.get("wall_time_s"))))
     return out
 
 
@@ -205,6 +205,11 @@ READERS: tuple[Callable[[Path, dict], list[dict] | None], ...] = (
 OTHER = ("maml_speed", "maml_compile_memory", "sampling_share")
 
 
+def _is_other(stem: str) -> bool:
+    """Speed and memory files, and `*_timing` sizing runs (a few steps each: not accuracies)."""
+    return stem.startswith(OTHER) or stem.endswith("_timing")
+
+
 def _speed_lines(results: Path) -> list[str]:
     """The metajax speed-up over each peer, as ratios measured in one run (maml_speed_*.json)."""
     lines = []
@@ -233,7 +238,7 @@ def collect(results: Path) -> tuple[list[dict], list[str]]:
     """All rows from the files in `results`, and the names of files no reader understood."""
     rows, unknown = [], []
     for path in sorted(results.glob("*.json")):
-        if path.stem.startswith(OTHER):
+        if _is_other(path.stem):
             continue
         d = json.loads(path.read_text())
         for reader in READERS:
@@ -264,7 +269,7 @@ def render(results: Path) -> str:
                    + f" | [{r['file']}]({link}) |")
     out.append("")
     out += _speed_lines(results)
-    others = [p.stem for p in sorted(results.glob("*.json")) if p.stem.startswith(OTHER)]
+    others = [p.stem for p in sorted(results.glob("*.json")) if _is_other(p.stem)]
     if others:
         out += ["## Other measurements", ""]
         out += [f"- [{s}](results/{s}.md)" for s in others]

@@ -42,3 +42,38 @@ def test_commands_drop_a_checkout_specific_default_peer_python():
     assert _portable(cmd) == "python benchmarks/maml_speed.py --workload B"
     other = "python benchmarks/maml_speed.py --peer-python /opt/torch/bin/python"
     assert _portable(other) == other  # a peer interpreter of one's own choosing stays
+
+
+def _deml_row(ways, row, lam, accuracy):
+    return {"row": row, "lambda": lam, "ways": ways, "shots": 1, "accuracy": accuracy,
+            "ci95": 0.5, "episodes": 600, "steps": 2000, "meta_batch": 4, "first_order": False,
+            "wall_time_s": 60.0, "paper": "–"}
+
+
+def test_deml_ablation_keeps_rows_of_earlier_invocations_and_timing_runs_are_not_results(
+        tmp_path, monkeypatch):
+    import deml_omniglot
+
+    monkeypatch.setattr(deml_omniglot, "RESULTS", tmp_path)
+    earlier = [_deml_row(20, "metasgd-conv4", None, 80.0), _deml_row(20, "deml", 1.0, 85.0)]
+    (tmp_path / "deml_omniglot_steps2000.json").write_text(json.dumps({
+        "command": "python benchmarks/deml_omniglot.py --rows metasgd-conv4 deml",
+        "machine": MACHINE, "rows": earlier}))
+    # this invocation re-runs the lambda=1 row and adds lambda=0.3 and a 5-way row
+    now = [_deml_row(5, "deml", 1.0, 97.0), _deml_row(20, "deml", 1.0, 86.0),
+           _deml_row(20, "deml", 0.3, 84.0)]
+    rows = deml_omniglot.merge_earlier_rows("deml_omniglot_steps2000", now)
+    assert [(r["ways"], r["row"], r["lambda"], r["accuracy"]) for r in rows] == [
+        (20, "metasgd-conv4", None, 80.0), (20, "deml", 0.3, 84.0), (20, "deml", 1.0, 86.0),
+        (5, "deml", 1.0, 97.0)]
+    assert rows[0]["command"] == "python benchmarks/deml_omniglot.py --rows metasgd-conv4 deml"
+    assert "command" not in rows[2]  # a new row gets the command of the file it is written to
+
+    (tmp_path / "deml_omniglot_20w_timing.json").write_text(json.dumps({
+        "command": "python benchmarks/deml_omniglot.py --time-steps 10", "machine": MACHINE,
+        "rows": [_deml_row(20, "deml", 1.0, 6.0)]}))
+    (tmp_path / "deml_omniglot_steps2000.json").write_text(json.dumps({
+        "command": "python benchmarks/deml_omniglot.py", "machine": MACHINE, "rows": rows}))
+    methods = [r["method"] for r in collect(tmp_path)[0]]
+    assert len(methods) == 4 and "deml ablation: deml, lambda 0.3" in methods
+    assert "[deml_omniglot_20w_timing](results/deml_omniglot_20w_timing.md)" in render(tmp_path)
