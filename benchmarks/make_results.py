@@ -89,7 +89,7 @@ def _episode_rows(path: Path, d: dict) -> list[dict] | None:
             setting = (f"Omniglot {r['ways']}-way {r['shots']}-shot, {r['episodes']} episodes, "
                        f"{r.get('train_steps', '?')} steps")
         wall = r.get("run_wall_time_s") or r.get("train_time_s")
-        method = r.get("algo", path.stem.removesuffix("_omniglot"))
+        method = r.get("learner", r.get("algo", path.stem.removesuffix("_omniglot")))
         # a row kept from an earlier run of the script carries its own command and machine
         out.append(_row(method, setting, ours, paper, r.get("command", d.get("command", "?")),
                         _machine(r.get("machine", d.get("machine"))), _secs(wall)))

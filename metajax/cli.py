@@ -54,6 +54,9 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--fce", action="store_true", default=None,
                    help="matching: full context embeddings (LSTMs over support and queries)")
     t.add_argument("--downsample", choices=["maxpool", "stride"], help="conv4 downsampling")
+    t.add_argument("--within-alphabet", action="store_true", default=None,
+                   help="training episodes draw all N classes from one alphabet (and rotation), "
+                   "as the within-alphabet test episodes do")
     g = t.add_argument_group("gradient-based learners (maml, fomaml, metasgd, anil, reptile, "
                              "pretrained)")
     g.add_argument("--inner-lr", type=float, help="inner-loop learning rate (Meta-SGD: its start)")

@@ -25,6 +25,7 @@ from metajax.data.omniglot import load_omniglot, make_split
 from metajax.data.runs import load_runs, score_runs
 from metajax.data.sequences import check_sequence_shape, sequence_sampler
 from metajax.data.sinusoid import AMPLITUDE, PHASE, X_RANGE, sinusoid_sampler
+from metajax.data.within_alphabet import alphabet_groups, within_alphabet_sampler
 from metajax.learners import TRAIN_SAMPLERS, accuracy_by_instance, build_learner
 from metajax.training.evaluation import evaluate
 from metajax.training.trainer import (
@@ -83,6 +84,9 @@ def task_sources(config: Config, ways: int | None = None, shots: int | None = No
 
         info = {**info, "external": {"source": "meta-training classes",
                                      **check_external_classes(split.train.names, split.test.names)}}
+    if config.within_alphabet and (config.sequence_protocol or config.algo in TRAIN_SAMPLERS):
+        raise ValueError(f"within_alphabet draws N-way episodes; {config.algo} trains on "
+                         f"{'sequences' if config.sequence_protocol else 'its own pairs'}")
     settings = {
         "train": (split.train, config.train_ways_, config.train_shots_, config.queries_),
         "val": (split.val, ways, shots, test_queries),
@@ -98,6 +102,9 @@ def task_sources(config: Config, ways: int | None = None, shots: int | None = No
             sample = sequence_sampler(n, config.instances, config.label_chars)
         elif part == "train" and config.algo in TRAIN_SAMPLERS:  # e.g. Siamese pairs
             sample = TRAIN_SAMPLERS[config.algo](config, classes.images.shape, where)
+        elif part == "train" and config.within_alphabet:
+            check_episode_shape(classes.images.shape, n, k, q, where=where)
+            sample = within_alphabet_sampler(alphabet_groups(classes.names), n, k, q)
         else:
             check_episode_shape(classes.images.shape, n, k, q, where=where)
             sample = episode_sampler(n, k, q)

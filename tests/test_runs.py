@@ -14,7 +14,7 @@ from conftest import coded_images
 from metajax.cli import main
 from metajax.data.download import DataError
 from metajax.data.runs import load_runs, official_runs_path, score_runs
-from metajax.data.within_alphabet import within_alphabet_sampler
+from metajax.data.within_alphabet import alphabet_groups, within_alphabet_sampler
 from metajax.learners import protonet
 from metajax.nets import Conv4
 
@@ -173,3 +173,45 @@ def test_within_alphabet_episodes_stay_in_one_alphabet():
     assert seen == {1, 2}
     with pytest.raises(ValueError, match="largest alphabet has only 5"):
         within_alphabet_sampler(alphabet, 6, 1, 1)(jax.random.PRNGKey(0), images)
+
+
+def test_alphabet_groups_are_alphabet_and_rotation():
+    names = ["Greek/character01/rot000", "Greek/character02/rot000", "Greek/character01/rot090",
+             "Latin/character01/rot000"]
+    groups = alphabet_groups(names)
+    assert groups[0] == groups[1] and len(set(groups[[0, 2, 3]])) == 3
+    with pytest.raises(ValueError, match="no alphabet part"):
+        alphabet_groups(["character01"])
+
+
+def test_within_alphabet_training_episodes_on_the_background_alphabets(data_dir, omniglot28):
+    from metajax.config import make_config
+    from metajax.experiment import task_sources
+
+    config = make_config("protonet", split="lake", train_ways=20, queries=1, within_alphabet=True,
+                         data_dir=str(data_dir))
+    sources, _ = task_sources(config)
+    train = sources["train"]
+    images = np.asarray(train.data)
+    names = _lake_train_names(omniglot28)
+    flat = images.reshape(images.shape[0] * images.shape[1], -1)
+    where = {flat[i].tobytes(): i // images.shape[1] for i in range(len(flat))}
+    for seed in range(3):
+        task = train.sample(jax.random.PRNGKey(seed), train.data)
+        support = np.asarray(task.support_x).reshape(20, -1)
+        classes = {where[np.round(x * 255).astype(images.dtype).tobytes()] for x in support}
+        assert len(classes) == 20
+        groups = {(names[c].split("/")[0], names[c].rsplit("/", 1)[1]) for c in classes}
+        assert len(groups) == 1, groups  # one alphabet, one rotation
+    with pytest.raises(ValueError, match="largest alphabet has only 55"):
+        task_sources(make_config("protonet", split="lake", train_ways=60, within_alphabet=True,
+                                 data_dir=str(data_dir)))
+    with pytest.raises(ValueError, match="siamese trains on its own pairs"):
+        task_sources(make_config("siamese", split="lake", within_alphabet=True,
+                                 data_dir=str(data_dir)))
+
+
+def _lake_train_names(data):
+    from metajax.data.omniglot import make_split
+
+    return make_split(data, "lake").train.names

@@ -23,6 +23,20 @@ def alphabet_index(names) -> tuple[np.ndarray, tuple[str, ...]]:
     return np.array([index[n.split("/")[0]] for n in names], np.int32), alphabets
 
 
+def alphabet_groups(names) -> np.ndarray:
+    """Group id per class from split names `Alphabet/characterNN/rotDDD`: one group per (alphabet,
+    rotation), so that a within-alphabet training episode shows one alphabet in one orientation,
+    like a test episode. Raises ValueError on names without an alphabet part."""
+    keys = []
+    for n in names:
+        parts = n.split("/")
+        if len(parts) < 2:
+            raise ValueError(f"class name {n!r} has no alphabet part (expected Alphabet/character...)")
+        keys.append((parts[0], parts[-1] if parts[-1].startswith("rot") else ""))
+    index = {key: i for i, key in enumerate(sorted(set(keys)))}
+    return np.array([index[key] for key in keys], np.int32)
+
+
 def evaluation_alphabets(data: Omniglot) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
     """The evaluation-alphabet characters, unrotated, as in the official runs: images
     `[659, 20, H, W, 1]`, their alphabet ids `[659]` and the 20 alphabet names."""
@@ -66,8 +80,12 @@ def sample_within_alphabet_episode(key: PRNGKey, images: Array, alphabet_of_clas
 
 def within_alphabet_sampler(alphabet_of_class, ways: int, shots: int, queries: int):
     """Returns `sample(key, images) -> Task` drawing within-alphabet episodes; the alphabet ids are
-    closed over as a constant (the images stay the sampler's traced data)."""
+    closed over as a constant (the images stay the sampler's traced data). Raises ValueError at
+    once if no alphabet has `ways` classes."""
     alphabet_of_class = np.asarray(alphabet_of_class, np.int32)
+    largest = np.bincount(alphabet_of_class).max() if alphabet_of_class.size else 0
+    if largest < ways:
+        raise ValueError(f"ways={ways} but the largest alphabet has only {largest} classes")
 
     def sample(key: PRNGKey, images: Array) -> Task:
         return sample_within_alphabet_episode(key, images, alphabet_of_class, ways, shots, queries)
