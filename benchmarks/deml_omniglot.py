@@ -79,6 +79,26 @@ def merge_earlier_rows(name: str, rows: list[dict]) -> list[dict]:
                                        -1.0 if r["lambda"] is None else r["lambda"]))
 
 
+def write_table(name: str, rows: list[dict], args, steps: int, episodes: int,
+                start: float) -> None:
+    """Prints the ablation table and writes `results/<name>.{json,md}`."""
+    lines = ["| setting | row | lambda | acc. % (ours, 95% CI) | episodes | steps x meta-batch | "
+             "first order | s/step | train s | paper |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lam = "–" if r["lambda"] is None else f"{r['lambda']:g}"
+        lines.append(f"| {r['ways']}-way 1-shot | {r['row']} | {lam} | {r['accuracy']:.2f} ± "
+                     f"{r['ci95']:.2f} | {r['episodes']} | {r['steps']} x {r['meta_batch']} | "
+                     f"{r['first_order']} | {r['s_per_step']:.3f} | {r['train_time_s']:.0f} | "
+                     f"{r['paper']} |")
+    table = "\n".join(lines) + f"\n\nPaper (Zhou et al. 2018): {PAPER_MINI}."
+    print(table)
+    write_results(name, {
+        "rows": rows, "machine": machine_info(), "wall_time_s": time.time() - start,
+        "budget": {"steps": steps, "meta_batch": COMMON["meta_batch"],
+                   "first_order": args.first_order, "eval_episodes": episodes},
+        "protocol": COMMON}, table)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ways", nargs="+", type=int, default=[20, 5])
@@ -126,29 +146,15 @@ def main() -> None:
             rows.append(row)
             print(json.dumps({k: v for k, v in row.items() if k not in ("config", "split")}),
                   flush=True)
+            if not args.time_steps:  # after every row: a stopped session keeps what finished
+                write_table(f"deml_omniglot_steps{steps}", merge_earlier_rows(
+                    f"deml_omniglot_steps{steps}", rows), args, steps, episodes, start)
     if args.time_steps:
         for r in rows:
             print(f"{r['ways']}-way {r['row']} lambda={r['lambda']}: {r['s_per_step']:.3f} s/step "
                   f"(compile {r['compile_s']:.0f}s); 60 min = {3600 / r['s_per_step']:.0f} steps")
-    name = (f"deml_omniglot_{'_'.join(str(w) for w in args.ways)}w_timing" if args.time_steps
-            else f"deml_omniglot_steps{steps}")
-    if not args.time_steps:
-        rows = merge_earlier_rows(name, rows)
-    lines = ["| setting | row | lambda | acc. % (ours, 95% CI) | episodes | steps x meta-batch | "
-             "first order | s/step | train s | paper |", "|---|---|---|---|---|---|---|---|---|---|"]
-    for r in rows:
-        lam = "–" if r["lambda"] is None else f"{r['lambda']:g}"
-        lines.append(f"| {r['ways']}-way 1-shot | {r['row']} | {lam} | {r['accuracy']:.2f} ± "
-                     f"{r['ci95']:.2f} | {r['episodes']} | {r['steps']} x {r['meta_batch']} | "
-                     f"{r['first_order']} | {r['s_per_step']:.3f} | {r['train_time_s']:.0f} | "
-                     f"{r['paper']} |")
-    table = "\n".join(lines) + f"\n\nPaper (Zhou et al. 2018): {PAPER_MINI}."
-    print(table)
-    write_results(name, {
-        "rows": rows, "machine": machine_info(), "wall_time_s": time.time() - start,
-        "budget": {"steps": steps, "meta_batch": COMMON["meta_batch"],
-                   "first_order": args.first_order, "eval_episodes": episodes},
-        "protocol": COMMON}, table)
+        write_table(f"deml_omniglot_{'_'.join(str(w) for w in args.ways)}w_timing", rows, args,
+                    steps, episodes, start)
 
 
 if __name__ == "__main__":
