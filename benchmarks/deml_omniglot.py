@@ -47,7 +47,7 @@ COMMON = dict(split="maml", shots=1, queries=5, inner_lr=0.4, inner_steps=1, tes
 def row_configs(rows, lambdas, ways, steps, episodes, first_order, seed, data_dir):
     """(row name, lambda, Config) for each requested row at `ways`."""
     common = dict(COMMON, ways=ways, steps=steps, eval_episodes=episodes, seed=seed,
-                  first_order=first_order, data_dir=data_dir, checkpoint_every=max(steps, 1))
+                  first_order=first_order, data_dir=data_dir, checkpoint_every=max(min(steps, 500), 1))
     out = []
     if "metasgd-conv4" in rows:
         out.append(("metasgd-conv4", None, make_config("metasgd", downsample="stride", width=64,

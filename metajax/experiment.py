@@ -180,8 +180,13 @@ def _config_defaults() -> dict:
             if f.default is not dataclasses.MISSING}
 
 
+# Settings that do not change what a run computes: a resumed run may change them.
+BOOKKEEPING = ("checkpoint_every", "log_every", "data_dir")
+
+
 def prepare_run_dir(config: Config, out_dir: str | Path, resume: bool) -> Path:
-    """Creates the run directory and writes `config.json`; a resumed run must keep its config."""
+    """Creates the run directory and writes `config.json`; a resumed run must keep its config
+    (except the `BOOKKEEPING` settings: how often it saves and logs, where the data is)."""
     out_dir = Path(out_dir)
     refuse_existing_checkpoints(out_dir, resume)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -190,7 +195,8 @@ def prepare_run_dir(config: Config, out_dir: str | Path, resume: bool) -> Path:
         # a run saved before a setting existed ran with that setting's default
         saved = {**_config_defaults(), **json.loads(config_path.read_text())}
         current = config.to_dict()
-        changed = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
+        changed = sorted(k for k in set(saved) | set(current)
+                         if saved.get(k) != current.get(k) and k not in BOOKKEEPING)
         if changed:
             raise ValueError(f"--resume with a different configuration (changed: {changed}); "
                              f"use the same flags as the original run")

@@ -80,6 +80,11 @@ def test_resume_refuses_changed_settings_but_accepts_a_config_older_than_a_new_f
     prepare_run_dir(config, tmp_path, resume=False)
     with pytest.raises(ValueError, match=r"changed: \['steps'\]"):
         prepare_run_dir(make_config("reptile", steps=20), tmp_path, resume=True)
+    # how often a run saves and logs, and where its data is, may change on resume
+    prepare_run_dir(make_config("reptile", steps=10, checkpoint_every=7, log_every=3,
+                                data_dir="/elsewhere"), tmp_path, resume=True)
+    assert json.loads((tmp_path / "config.json").read_text())["checkpoint_every"] == 7
+    prepare_run_dir(config, tmp_path, resume=True)
     # a run written before `fresh_test_state` existed ran with its default: it resumes
     path = tmp_path / "config.json"
     saved = json.loads(path.read_text())
