@@ -86,7 +86,8 @@ def task_sources(config: Config, ways: int | None = None, shots: int | None = No
                                      **check_external_classes(split.train.names, split.test.names)}}
     if config.within_alphabet and (config.sequence_protocol or config.algo in TRAIN_SAMPLERS):
         raise ValueError(f"within_alphabet draws N-way episodes; {config.algo} trains on "
-                         f"{'sequences' if config.sequence_protocol else 'its own pairs'}")
+                         f"{'sequences' if config.sequence_protocol else 'its own samples'} "
+                         f"(pairs, class batches or concept batches)")
     settings = {
         "train": (split.train, config.train_ways_, config.train_shots_, config.queries_),
         "val": (split.val, ways, shots, test_queries),

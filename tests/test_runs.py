@@ -206,7 +206,7 @@ def test_within_alphabet_training_episodes_on_the_background_alphabets(data_dir,
     with pytest.raises(ValueError, match="largest alphabet has only 55"):
         task_sources(make_config("protonet", split="lake", train_ways=60, within_alphabet=True,
                                  data_dir=str(data_dir)))
-    with pytest.raises(ValueError, match="siamese trains on its own pairs"):
+    with pytest.raises(ValueError, match="siamese trains on its own samples"):
         task_sources(make_config("siamese", split="lake", within_alphabet=True,
                                  data_dir=str(data_dir)))
 
