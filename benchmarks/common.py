@@ -28,23 +28,31 @@ def write_results(name: str, payload: dict, table: str) -> Path:
     return RESULTS / f"{name}.json"
 
 
+def earlier_rows(name: str, rows: list[dict], key, field: str = "results") -> list[dict]:
+    """The rows (under `field`) of `results/<name>.json` whose `key(row)` is not among `rows`'s,
+    each with the command, date and machine that made it (empty if there is no such file)."""
+    old = RESULTS / f"{name}.json"
+    if not old.exists():
+        return []
+    payload = json.loads(old.read_text())
+    done = {key(r) for r in rows}
+    return [{"command": payload.get("command"), "date": payload.get("date"),
+             "machine": payload.get("machine"), **r}
+            for r in payload[field] if key(r) not in done]
+
+
 def keep_earlier_rows(name: str, rows: list[dict], order, field: str = "results",
                       key: str = "algo") -> list[dict]:
     """`rows` plus the rows (under `field`) of methods not run this time from `results/<name>.json`,
     so one method can be rerun alone; a kept row keeps the command, date and machine that made it.
     A method is a row's `key` (default its algorithm). Sorted by `order` (method names), then
     method."""
-    old = RESULTS / f"{name}.json"
-    if not old.exists():
-        return rows
-    payload = json.loads(old.read_text())
-    done = {r.get(key, r["algo"]) for r in rows}
-    kept = [{"command": payload.get("command"), "date": payload.get("date"),
-             "machine": payload.get("machine"), **r}
-            for r in payload[field] if r.get(key, r["algo"]) not in done]
+    def method(r):
+        return r.get(key, r["algo"])
+
     order = list(order)
-    return sorted(kept + rows, key=lambda r: (
-        order.index(r["algo"]) if r["algo"] in order else len(order), r.get(key, r["algo"])))
+    return sorted(earlier_rows(name, rows, method, field) + rows, key=lambda r: (
+        order.index(r["algo"]) if r["algo"] in order else len(order), method(r)))
 
 
 def train_then_score(config, run_dir: Path, episodes: int, paper: dict, goal: dict,

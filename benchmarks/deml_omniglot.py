@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.common import RESULTS, write_results  # noqa: E402
+from benchmarks.common import earlier_rows, write_results  # noqa: E402
 from metajax.config import make_config  # noqa: E402
 from metajax.experiment import machine_info, train_and_evaluate  # noqa: E402
 
@@ -66,15 +66,9 @@ def _key(row: dict) -> tuple:
 
 def merge_earlier_rows(name: str, rows: list[dict]) -> list[dict]:
     """`rows` plus the rows of `results/<name>.json` (same step budget) that this invocation did
-    not re-run, so the ablation can be run a few rows at a time; each kept row keeps the command,
-    date and machine that made it. Sorted by setting (20-way first), row, then lambda."""
-    old = RESULTS / f"{name}.json"
-    if old.exists():
-        payload = json.loads(old.read_text())
-        done = {_key(r) for r in rows}
-        rows = [{"command": payload.get("command"), "date": payload.get("date"),
-                 "machine": payload.get("machine"), **r}
-                for r in payload["rows"] if _key(r) not in done] + rows
+    not re-run (`benchmarks.common.earlier_rows`), so the ablation can be run a few rows at a
+    time. Sorted by setting (20-way first), row, then lambda."""
+    rows = earlier_rows(name, rows, _key, field="rows") + rows
     return sorted(rows, key=lambda r: (-r["ways"], ROWS.index(r["row"]), r["first_order"],
                                        -1.0 if r["lambda"] is None else r["lambda"]))
 

@@ -103,12 +103,10 @@ def task_sources(config: Config, ways: int | None = None, shots: int | None = No
             sample = sequence_sampler(n, config.instances, config.label_chars)
         elif part == "train" and config.algo in TRAIN_SAMPLERS:  # e.g. Siamese pairs
             sample = TRAIN_SAMPLERS[config.algo](config, classes.images.shape, where)
-        elif part == "train" and config.within_alphabet:
-            check_episode_shape(classes.images.shape, n, k, q, where=where)
-            sample = within_alphabet_sampler(alphabet_groups(classes.names), n, k, q)
         else:
             check_episode_shape(classes.images.shape, n, k, q, where=where)
-            sample = episode_sampler(n, k, q)
+            sample = (within_alphabet_sampler(alphabet_groups(classes.names), n, k, q)
+                      if part == "train" and config.within_alphabet else episode_sampler(n, k, q))
         sources[part] = TaskSource(sample, jax.device_put(classes.images), part)
     return sources, info
 

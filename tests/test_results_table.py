@@ -54,7 +54,8 @@ def test_deml_ablation_keeps_rows_of_earlier_invocations_and_timing_runs_are_not
         tmp_path, monkeypatch):
     import deml_omniglot
 
-    monkeypatch.setattr(deml_omniglot, "RESULTS", tmp_path)
+    # deml_omniglot reads earlier results through benchmarks.common
+    monkeypatch.setattr(sys.modules["benchmarks.common"], "RESULTS", tmp_path)
     earlier = [_deml_row(20, "metasgd-conv4", None, 80.0), _deml_row(20, "deml", 1.0, 85.0)]
     (tmp_path / "deml_omniglot_steps2000.json").write_text(json.dumps({
         "command": "python benchmarks/deml_omniglot.py --rows metasgd-conv4 deml",
