@@ -11,6 +11,12 @@ the concept discriminator classifies 64 external examples per step over the 4400
 classes (never a test class; checked). `--first-order` drops Meta-SGD's second derivatives in every
 row (labelled in the results).
 
+Each row is also scored on as many episodes of the 400 validation classes; DEML's headline lambda
+is the one with the best validation score (never chosen on the test episodes), and the results end
+with the issue's verdict per setting: DEML against Meta-SGD on conv4, "beats" when the two 95%
+intervals do not overlap. A row that already finished in `--out` is not trained or scored again;
+re-running the script only adds what is missing (rows, validation scores).
+
 The issue's budget is at most about an hour per row on this 2-core CPU (`--steps`); measure the
 seconds per step of each row first with `--time-steps 10`, which trains 10 steps of each and prints
 them, then choose `--steps`:
@@ -32,7 +38,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import earlier_rows, write_results  # noqa: E402
 from metajax.config import make_config  # noqa: E402
-from metajax.experiment import machine_info, train_and_evaluate  # noqa: E402
+from metajax.experiment import evaluate_run, machine_info, prepare_run_dir, train_and_evaluate  # noqa: E402
 
 # Zhou et al. report miniImageNet only (5-way 1-shot DEML + Meta-SGD 58.49 vs Meta-SGD 50.47);
 # Omniglot numbers of Meta-SGD (Li et al. 2017), conv4, its full protocol.
@@ -73,24 +79,96 @@ def merge_earlier_rows(name: str, rows: list[dict]) -> list[dict]:
                                        -1.0 if r["lambda"] is None else r["lambda"]))
 
 
+def _score(r: dict | None, field: str = "") -> str:
+    if r is None or r.get(f"{field}accuracy") is None:
+        return "–"
+    return f"{r[f'{field}accuracy']:.2f} ± {r[f'{field}ci95']:.2f}"
+
+
+def verdicts(rows: list[dict]) -> list[dict]:
+    """Per setting, the issue's comparison: DEML with lambda chosen on the validation classes
+    (never on the test episodes) against Meta-SGD on conv4. "Beats" means the 95% intervals of the
+    two test accuracies do not overlap."""
+    out = []
+    for ways, first_order in sorted({(r["ways"], r["first_order"]) for r in rows}, reverse=True):
+        same = [r for r in rows if r["ways"] == ways and r["first_order"] == first_order]
+        base = next((r for r in same if r["row"] == "metasgd-conv4"), None)
+        no_disc = next((r for r in same if r["row"] == "concepts-no-disc"), None)
+        deml = [r for r in same if r["row"] == "deml" and r.get("val_accuracy") is not None]
+        if base is None or not deml:
+            continue
+        best = max(deml, key=lambda r: r["val_accuracy"])
+        diff = best["accuracy"] - base["accuracy"]
+        out.append({"ways": ways, "first_order": first_order, "lambda": best["lambda"],
+                    "deml": best["accuracy"], "deml_ci95": best["ci95"],
+                    "metasgd_conv4": base["accuracy"], "metasgd_conv4_ci95": base["ci95"],
+                    "difference": diff, "beats": diff > best["ci95"] + base["ci95"],
+                    "lambda_candidates": sorted(r["lambda"] for r in deml),
+                    "no_disc": None if no_disc is None else no_disc["accuracy"]})
+    return out
+
+
+def verdict_line(v: dict) -> str:
+    line = (f"{v['ways']}-way 1-shot{', first order' if v['first_order'] else ''}: DEML with "
+            f"lambda = {v['lambda']:g} (chosen on the validation classes among "
+            f"{', '.join(f'{x:g}' for x in v['lambda_candidates'])}) scores {v['deml']:.2f} ± "
+            f"{v['deml_ci95']:.2f} against Meta-SGD on conv4 {v['metasgd_conv4']:.2f} ± "
+            f"{v['metasgd_conv4_ci95']:.2f}: {v['difference']:+.2f} points, "
+            + ("**beats it by more than the confidence intervals**" if v["beats"]
+               else "**not** more than the confidence intervals"))
+    if v["no_disc"] is not None:
+        line += (f"; the same concept generator without the discriminator: {v['no_disc']:.2f} "
+                 f"({v['deml'] - v['no_disc']:+.2f} points from the discriminator)")
+    return line + "."
+
+
 def write_table(name: str, rows: list[dict], args, steps: int, episodes: int,
                 start: float) -> None:
-    """Prints the ablation table and writes `results/<name>.{json,md}`."""
-    lines = ["| setting | row | lambda | acc. % (ours, 95% CI) | episodes | steps x meta-batch | "
-             "first order | s/step | train s | paper |", "|---|---|---|---|---|---|---|---|---|---|"]
+    """Prints the ablation table and the verdicts, and writes `results/<name>.{json,md}`."""
+    lines = ["| setting | row | lambda | acc. % (ours, 95% CI) | val. acc. % | episodes | "
+             "steps x meta-batch | first order | s/step | train s | paper |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lam = "–" if r["lambda"] is None else f"{r['lambda']:g}"
-        lines.append(f"| {r['ways']}-way 1-shot | {r['row']} | {lam} | {r['accuracy']:.2f} ± "
-                     f"{r['ci95']:.2f} | {r['episodes']} | {r['steps']} x {r['meta_batch']} | "
+        lines.append(f"| {r['ways']}-way 1-shot | {r['row']} | {lam} | {_score(r)} | "
+                     f"{_score(r, 'val_')} | {r['episodes']} | {r['steps']} x {r['meta_batch']} | "
                      f"{r['first_order']} | {r['s_per_step']:.3f} | {r['train_time_s']:.0f} | "
                      f"{r['paper']} |")
-    table = "\n".join(lines) + f"\n\nPaper (Zhou et al. 2018): {PAPER_MINI}."
+    found = verdicts(rows)
+    table = "\n".join(lines) + (
+        "\n\nValidation accuracy: the same number of episodes from the 400 validation classes; "
+        "DEML's lambda is chosen on it, never on the test episodes.\n\n"
+        + "".join(f"- {verdict_line(v)}\n" for v in found)
+        + f"\nPaper (Zhou et al. 2018): {PAPER_MINI}.")
     print(table)
     write_results(name, {
-        "rows": rows, "machine": machine_info(), "wall_time_s": time.time() - start,
+        "rows": rows, "verdicts": found, "machine": machine_info(),
+        "wall_time_s": time.time() - start,
         "budget": {"steps": steps, "meta_batch": COMMON["meta_batch"],
                    "first_order": args.first_order, "eval_episodes": episodes},
         "protocol": COMMON}, table)
+
+
+def trained_row(config, run_dir: Path) -> dict:
+    """The summary of a row: trained (or resumed) and scored on the test episodes, or, when the row
+    already finished, its `summary.json` as it was (not trained or scored again, so its timings
+    stay those of its training); a changed configuration is refused either way."""
+    if (run_dir / "summary.json").exists():
+        prepare_run_dir(config, run_dir, resume=True)
+        return json.loads((run_dir / "summary.json").read_text())
+    return train_and_evaluate(config, run_dir, resume=(run_dir / "checkpoints").exists(),
+                              progress=False)
+
+
+def validation_score(run_dir: Path, episodes: int) -> dict:
+    """The row's accuracy on `episodes` episodes of the validation classes (kept in
+    `eval_val.json`, reused when it has that many)."""
+    path = run_dir / "eval_val.json"
+    if path.exists():
+        kept = json.loads(path.read_text())
+        if kept.get("part") == "val" and kept.get("episodes") == episodes:
+            return kept
+    return evaluate_run(run_dir, episodes=episodes, part="val", progress=False)
 
 
 def main() -> None:
@@ -125,16 +203,21 @@ def main() -> None:
                 run_dir = Path(tempfile.mkdtemp(prefix="deml_timing_"))
             else:
                 run_dir = Path(args.out) / f"{tag}_{ways}w1s_{steps}steps_seed{args.seed}"
-            s = train_and_evaluate(config, run_dir, resume=(run_dir / "checkpoints").exists(),
-                                   progress=False)
+            if args.time_steps:
+                s = train_and_evaluate(config, run_dir, progress=False)
+                val = {}
+            else:
+                s = trained_row(config, run_dir)
+                v = validation_score(run_dir, episodes)
+                val = {"val_accuracy": 100 * v["accuracy"], "val_ci95": 100 * v["ci95"]}
             s_per_step = 1 / s["steps_per_s"] if s["steps_per_s"] else None
             row = {"row": name, "lambda": lam, "ways": ways, "shots": 1,
-                   "accuracy": 100 * s["accuracy"], "ci95": 100 * s["ci95"],
+                   "accuracy": 100 * s["accuracy"], "ci95": 100 * s["ci95"], **val,
                    "episodes": s["episodes"], "steps": config.steps,
                    "meta_batch": config.meta_batch, "first_order": config.first_order,
                    "s_per_step": s_per_step, "compile_s": s["compile_s"],
                    "train_time_s": s["train_wall_time_s"], "wall_time_s": s["wall_time_s"],
-                   "load_average_1min": machine_info()["load_average_1min"],
+                   "load_average_1min": s.get("machine", machine_info())["load_average_1min"],
                    "paper": PAPER.get((name, ways), "–"), "config": s["config"],
                    "split": s["split"]}
             rows.append(row)

@@ -119,6 +119,9 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--episodes", type=int)
     e.add_argument("--queries", type=int, help="query examples per class")
     e.add_argument("--seed", type=int, help="seed of the test episodes (default: the run's)")
+    e.add_argument("--split", choices=("test", "val"), default="test",
+                   help="classes to evaluate on: the test classes (eval.json) or the validation "
+                   "classes, for choosing settings without the test set (eval_val.json)")
     e.add_argument("--no-progress", action="store_true")
 
     r = sub.add_parser("eval-runs", help="score a trained run on the official 20-way one-shot runs",
@@ -199,11 +202,12 @@ def main(argv: list[str] | None = None) -> int:
                   f"accuracy {r['accuracy']:.4f}")
         else:
             r = evaluate_run(args.run_dir, args.ways, args.shots, args.episodes, args.queries,
-                             args.seed, progress=not args.no_progress)
+                             args.seed, progress=not args.no_progress, part=args.split)
             if r["algo"] == "l2o":
                 _print_l2o(r, f"results in {args.run_dir}/eval.json")
                 return 0
-            setting = f"{r['ways']}-way {r['shots']}-shot"
+            setting = f"{r['ways']}-way {r['shots']}-shot" + (
+                " (validation classes)" if args.split == "val" else "")
             if "accuracy_by_instance" in r:
                 print("accuracy by instance: " + " ".join(
                     f"{k}:{100 * v:.1f}" for k, v in r["accuracy_by_instance"].items()))

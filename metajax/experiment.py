@@ -1,7 +1,8 @@
 """Train-then-evaluate, as the CLI runs it: config -> data on device -> learner -> trainer -> results.
 
 `train_and_evaluate` writes to the run directory: `config.json`, `checkpoints/`, `metrics.jsonl` and
-`summary.json`; `evaluate_run` re-scores a finished run (also at other ways/shots) into `eval.json`.
+`summary.json`; `evaluate_run` re-scores a finished run (also at other ways/shots, or on the
+validation classes) into `eval.json`.
 """
 
 from __future__ import annotations
@@ -284,22 +285,29 @@ def load_params(out_dir: str | Path, config: Config | None = None):
 
 def evaluate_run(out_dir: str | Path, ways: int | None = None, shots: int | None = None,
                  episodes: int | None = None, queries: int | None = None, seed: int | None = None,
-                 progress: bool = True) -> dict:
-    """Evaluates a trained run on its test split, at its own or other ways/shots; writes eval.json."""
+                 progress: bool = True, part: str = "test") -> dict:
+    """Evaluates a trained run on its test classes (or, with `part="val"`, its validation classes,
+    for choosing settings without looking at the test set), at its own or other ways/shots; writes
+    `eval.json` (`eval_val.json` for the validation classes)."""
+    if part not in ("test", "val"):
+        raise ValueError(f"part must be 'test' or 'val', not {part!r}")
     config = load_config(out_dir)
     if config.algo == "l2o":
         from metajax.l2o.meta_train import evaluate_l2o_run
 
-        if ways or shots or queries:
-            raise ValueError("--ways, --shots and --queries do not apply to a learned-optimiser "
-                             "run; --episodes sets the number of held-out optimisees")
+        if ways or shots or queries or part != "test":
+            raise ValueError("--ways, --shots, --queries and --split do not apply to a learned-"
+                             "optimiser run; --episodes sets the number of held-out optimisees")
         return evaluate_l2o_run(out_dir, episodes, seed)
     ways, shots = ways or config.ways, shots or config.shots
+    sources, split_info = task_sources(config, ways, shots, queries)
+    if part not in sources:
+        raise ValueError(f"split {config.split!r} of {config.dataset} has no validation classes; "
+                         f"evaluate on the test classes instead")
     state = load_state(out_dir, config)
     params = state.params
-    sources, split_info = task_sources(config, ways, shots, queries)
     learner = build_learner(config, ways, shots, phase="test", inner_state=state.inner_state)
-    test = sources["test"]
+    test = sources[part]
     episodes = episodes or config.eval_episodes
     result = evaluate(learner, params, test.sample, test.data, episodes,
                       seed=config.eval_seed if seed is None else seed, progress=progress,
@@ -307,9 +315,10 @@ def evaluate_run(out_dir: str | Path, ways: int | None = None, shots: int | None
     result = sequence_result(regression_result(result), config)
     if config.dataset == "sinusoid":
         ways = 0
-    out = {"algo": config.algo, "dataset": config.dataset, "ways": ways, "shots": shots,
-           "queries": queries or config.test_queries, **result, "split": split_info}
-    (Path(out_dir) / "eval.json").write_text(json.dumps(out, indent=2))
+    out = {"algo": config.algo, "dataset": config.dataset, "part": part, "ways": ways,
+           "shots": shots, "queries": queries or config.test_queries, **result, "split": split_info}
+    (Path(out_dir) / ("eval.json" if part == "test" else "eval_val.json")).write_text(
+        json.dumps(out, indent=2))
     return out
 
 

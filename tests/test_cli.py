@@ -60,6 +60,15 @@ def test_train_then_eval(tmp_path, capsys):
     assert set(result) >= {"accuracy", "ci95"}
     capsys.readouterr()
 
+    # the validation classes: their own file, their own episodes; eval.json is left as it was
+    assert main(["eval", str(out), "--ways", "3", "--episodes", "12", "--split", "val",
+                 "--no-progress"]) == 0
+    assert "(validation classes)" in capsys.readouterr().out
+    val = json.loads((out / "eval_val.json").read_text())
+    assert val["part"] == "val" and result["part"] == "test" and val["episodes"] == 12
+    assert val["loss"] != result["loss"]
+    assert json.loads((out / "eval.json").read_text()) == result
+
     # training into a finished run's folder is refused before its config.json is overwritten
     config_before = (out / "config.json").read_text()
     assert main(["train", "protonet", "--out", str(out), "--ways", "20", *TINY]) == 2
@@ -70,6 +79,15 @@ def test_train_then_eval(tmp_path, capsys):
 def test_eval_of_a_missing_run_is_a_clear_error(tmp_path, capsys):
     assert main(["eval", str(tmp_path / "nothing")]) == 2
     assert "config.json not found" in capsys.readouterr().err
+
+
+def test_eval_on_the_validation_classes_of_a_split_without_them_is_a_clear_error(tmp_path, capsys):
+    from metajax.config import make_config
+    from metajax.experiment import prepare_run_dir
+
+    prepare_run_dir(make_config("protonet", split="lake", steps=1), tmp_path, resume=False)
+    assert main(["eval", str(tmp_path), "--split", "val", "--no-progress"]) == 2
+    assert "split 'lake' of omniglot has no validation classes" in capsys.readouterr().err
 
 
 def test_resume_refuses_changed_settings_but_accepts_a_config_older_than_a_new_field(tmp_path):

@@ -78,3 +78,23 @@ def test_deml_ablation_keeps_rows_of_earlier_invocations_and_timing_runs_are_not
     methods = [r["method"] for r in collect(tmp_path)[0]]
     assert len(methods) == 4 and "deml ablation: deml, lambda 0.3" in methods
     assert "[deml_omniglot_20w_timing](results/deml_omniglot_20w_timing.md)" in render(tmp_path)
+
+
+def test_deml_verdict_chooses_lambda_on_validation_and_needs_disjoint_intervals():
+    import deml_omniglot
+
+    def row(ways, name, lam, accuracy, val=None):
+        return {**_deml_row(ways, name, lam, accuracy), "val_accuracy": val, "val_ci95": 0.5}
+
+    rows = [row(20, "metasgd-conv4", None, 87.0, 86.0), row(20, "concepts-no-disc", 0.0, 91.0, 90.0),
+            row(20, "deml", 0.1, 88.2, 89.5), row(20, "deml", 0.3, 95.0, 88.0),
+            row(20, "deml", 1.0, 86.0), row(5, "metasgd-conv4", None, 97.0, 97.0),
+            row(5, "deml", 1.0, 97.5, 97.6)]
+    (v20, v5) = deml_omniglot.verdicts(rows)
+    # lambda 0.3 has the best test score but not the best validation score; lambda 1 has none
+    assert (v20["ways"], v20["lambda"], v20["lambda_candidates"]) == (20, 0.1, [0.1, 0.3])
+    assert abs(v20["difference"] - 1.2) < 1e-9 and v20["beats"]  # 1.2 > 0.5 + 0.5
+    assert (v5["lambda"], v5["beats"]) == (1.0, False)  # 0.5 points: the intervals overlap
+    line = deml_omniglot.verdict_line(v20)
+    assert "lambda = 0.1" in line and "+1.20 points" in line and "-2.80 points from" in line
+    assert "**not**" in deml_omniglot.verdict_line(v5)
