@@ -33,6 +33,26 @@ def test_relation_scores_shapes_and_loss(ways, shots, queries):
     assert set(metrics) == {"loss", "accuracy"}
 
 
+def test_pair_convolution_without_forming_pairs_matches_the_pairs_in_float64():
+    # conv([class, query]) = conv(class, K[:C]) + conv(query, K[C:]): same scores and gradients
+    # as the paper's concatenated pairs, with the same parameters
+    import chex
+
+    with jax.enable_x64(True):
+        images = jnp.asarray(coded_images(classes=8, size=28), dtype=jnp.float64)
+        task = episode_sampler(4, 2, 3)(jax.random.PRNGKey(0), images)
+        fast = relation_net(RelationNet(width=6, hidden=4))
+        pairs = relation_net(RelationNet(width=6, hidden=4, pairwise=True))
+        params = fast.init(jax.random.PRNGKey(1), task)
+        chex.assert_trees_all_equal_structs(params, pairs.init(jax.random.PRNGKey(1), task))
+        params = jax.tree.map(lambda x: x.astype(jnp.float64), params)
+        scores = fast.predict(params, task, None)
+        assert scores.shape == (12, 4) and scores.dtype == jnp.float64
+        np.testing.assert_allclose(scores, pairs.predict(params, task, None), rtol=1e-12)
+        grad = jax.grad(lambda p, learner: learner.loss(p, task, None)[0])
+        chex.assert_trees_all_close(grad(params, fast), grad(params, pairs), rtol=1e-9, atol=1e-14)
+
+
 def test_class_feature_map_is_the_sum_over_shots():
     # with two shots, swapping the support order within a class leaves the scores unchanged
     images = jnp.asarray(coded_images(classes=8, size=28))
