@@ -106,5 +106,6 @@ def test_conv4_gradient_is_the_same_jitted_and_eager_and_for_both_conv_impls():
     g = jax.grad(loss)(params, net)
     chex.assert_trees_all_close(jax.jit(jax.grad(loss), static_argnums=1)(params, net), g,
                                 rtol=1e-10, atol=1e-12)
-    chex.assert_trees_all_close(jax.grad(loss)(params, Conv4(width=8, num_outputs=5, conv="xla")), g,
-                                rtol=1e-10, atol=1e-12)
+    chex.assert_trees_all_close(
+        jax.jit(jax.grad(loss), static_argnums=1)(params, Conv4(width=8, num_outputs=5, conv="xla")),
+        g, rtol=1e-10, atol=1e-12)

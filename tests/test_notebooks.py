@@ -8,7 +8,7 @@ from conftest import compile_bound_env
 from nbclient import NotebookClient
 
 NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.ipynb"))
-COMPUTE_BOUND = {"l2o_curves"}  # the others mostly compile at the tests' small settings
+COMPUTE_BOUND = {"l2o_curves", "quickstart"}  # the others mostly compile at the tests' small settings
 
 
 def test_there_are_notebooks():
@@ -18,7 +18,7 @@ def test_there_are_notebooks():
 @pytest.mark.slow
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
 def test_notebook_executes(path, tmp_path, monkeypatch):
-    monkeypatch.setenv("METAJAX_NOTEBOOK_STEPS", "40")
+    monkeypatch.setenv("METAJAX_NOTEBOOK_STEPS", "10")
     monkeypatch.setenv("MPLBACKEND", "Agg")
     if path.stem not in COMPUTE_BOUND:  # the kernel inherits the flags
         monkeypatch.setenv("XLA_FLAGS", compile_bound_env()["XLA_FLAGS"])

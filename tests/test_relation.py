@@ -34,23 +34,32 @@ def test_relation_scores_shapes_and_loss(ways, shots, queries):
 
 
 def test_pair_convolution_without_forming_pairs_matches_the_pairs_in_float64():
-    # conv([class, query]) = conv(class, K[:C]) + conv(query, K[C:]): same scores and gradients
-    # as the paper's concatenated pairs, with the same parameters
+    # conv([class, query]) = conv(class, K[:C]) + conv(query, K[C:]): the relation module gives the
+    # same logits and gradients (parameters and feature maps) as on the paper's concatenated pairs
     import chex
 
+    from metajax.learners.relation import RelationModule
+
     with jax.enable_x64(True):
-        images = jnp.asarray(coded_images(classes=8, size=28), dtype=jnp.float64)
-        task = episode_sampler(4, 2, 3)(jax.random.PRNGKey(0), images)
-        fast = relation_net(RelationNet(width=6, hidden=4))
-        pairs = relation_net(RelationNet(width=6, hidden=4, pairwise=True))
-        params = fast.init(jax.random.PRNGKey(1), task)
-        chex.assert_trees_all_equal_structs(params, pairs.init(jax.random.PRNGKey(1), task))
-        params = jax.tree.map(lambda x: x.astype(jnp.float64), params)
-        scores = fast.predict(params, task, None)
-        assert scores.shape == (12, 4) and scores.dtype == jnp.float64
-        np.testing.assert_allclose(scores, pairs.predict(params, task, None), rtol=1e-12)
-        grad = jax.grad(lambda p, learner: learner.loss(p, task, None)[0])
-        chex.assert_trees_all_close(grad(params, fast), grad(params, pairs), rtol=1e-9, atol=1e-14)
+        classes, query = (jax.random.normal(jax.random.PRNGKey(i), (n, 5, 5, 6), jnp.float64)
+                          for i, n in ((0, 4), (1, 7)))
+        fast, pairs = RelationModule(6, 4), RelationModule(6, 4, pairwise=True)
+        params = jax.jit(fast.init)(jax.random.PRNGKey(2), classes, query)
+        chex.assert_trees_all_equal_structs(params, jax.eval_shape(
+            pairs.init, jax.random.PRNGKey(2), classes, query))
+
+        def value_and_grad(module):  # logits and the gradient of a generic function of them
+            def f(p, c, q):
+                logits = module.apply(p, c, q)
+                return jnp.sum(jnp.sin(logits)), logits
+            return jax.jit(jax.value_and_grad(f, argnums=(0, 1, 2), has_aux=True))(
+                params, classes, query)
+
+        (_, logits), grads = value_and_grad(fast)
+        (_, reference), reference_grads = value_and_grad(pairs)
+        assert logits.shape == (7, 4) and logits.dtype == jnp.float64
+        np.testing.assert_allclose(logits, reference, rtol=1e-12)
+        chex.assert_trees_all_close(grads, reference_grads, rtol=1e-9, atol=1e-14)
 
 
 def test_class_feature_map_is_the_sum_over_shots():
