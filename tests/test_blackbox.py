@@ -93,7 +93,9 @@ def test_blackbox_short_real_run_above_chance(name, tmp_path, data_dir):
            "snail": SNAIL(encoder, 5, scale=4)}[name]
     learner = episode_blackbox(net)
     tr, te = sources["train"], sources["test"]
-    state, _ = train(learner, optax.adam(3e-3), tr.sample, tr.data, steps=200, meta_batch=4,
+    # the LSTM learns slowly at 3e-3 (accuracy 0.28 after 200 steps, too near the bound; 0.38 at 1e-2)
+    lr = 1e-2 if name == "lstm" else 3e-3
+    state, _ = train(learner, optax.adam(lr), tr.sample, tr.data, steps=200, meta_batch=4,
                      seed=0, out_dir=tmp_path, example_task=tr.sample(jax.random.PRNGKey(0), tr.data),
                      checkpoint_every=1000, log_every=50, progress=False)
     result = evaluate(learner, state.params, te.sample, te.data, episodes=100, seed=1)
