@@ -217,7 +217,7 @@ def main() -> None:
                    "meta_batch": config.meta_batch, "first_order": config.first_order,
                    "s_per_step": s_per_step, "compile_s": s["compile_s"],
                    "train_time_s": s["train_wall_time_s"], "wall_time_s": s["wall_time_s"],
-                   "load_average_1min": s.get("machine", machine_info())["load_average_1min"],
+                   "machine": s.get("machine") or machine_info(),  # the load as the row ended
                    "paper": PAPER.get((name, ways), "–"), "config": s["config"],
                    "split": s["split"]}
             rows.append(row)
