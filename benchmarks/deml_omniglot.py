@@ -79,8 +79,8 @@ def merge_earlier_rows(name: str, rows: list[dict]) -> list[dict]:
                                        -1.0 if r["lambda"] is None else r["lambda"]))
 
 
-def _score(r: dict | None, field: str = "") -> str:
-    if r is None or r.get(f"{field}accuracy") is None:
+def _score(r: dict, field: str = "") -> str:
+    if r.get(f"{field}accuracy") is None:
         return "–"
     return f"{r[f'{field}accuracy']:.2f} ± {r[f'{field}ci95']:.2f}"
 

@@ -17,9 +17,13 @@ from metajax.nets import BatchNorm, max_pool_2x2
 from metajax.types import Array, Learner, Params, PRNGKey, Task
 
 
-def _block(x: Array, width: int, padding: str, pool: bool) -> Array:
-    x = nn.relu(BatchNorm()(nn.Conv(width, (3, 3), padding=padding)(x)))
+def _norm_relu_pool(x: Array, pool: bool) -> Array:
+    x = nn.relu(BatchNorm()(x))
     return max_pool_2x2(x) if pool else x
+
+
+def _block(x: Array, width: int, padding: str, pool: bool) -> Array:
+    return _norm_relu_pool(nn.Conv(width, (3, 3), padding=padding)(x), pool)
 
 
 class RelationEmbedding(nn.Module):
@@ -88,15 +92,16 @@ class RelationModule(nn.Module):
     @nn.compact
     def __call__(self, classes: Array, query: Array) -> Array:
         n, q = classes.shape[0], query.shape[0]
+        # the convolutions keep the names `nn.Conv` gave them on the pairs (and autonaming would
+        # give the second one the first's name, Conv_0)
         x = PairConv(self.width, self.pairwise, name="Conv_0")(classes, query)
-        x = nn.relu(BatchNorm(name="BatchNorm_0")(x.reshape((q * n, *x.shape[2:]))))
-        x = max_pool_2x2(x) if x.shape[1] >= 2 else x
-        x = nn.relu(BatchNorm(name="BatchNorm_1")(
-            nn.Conv(self.width, (3, 3), padding="SAME", name="Conv_1")(x)))
-        x = max_pool_2x2(x) if x.shape[1] >= 2 else x
+        x = x.reshape((q * n, *x.shape[2:]))
+        x = _norm_relu_pool(x, pool=x.shape[1] >= 2)
+        x = nn.Conv(self.width, (3, 3), padding="SAME", name="Conv_1")(x)
+        x = _norm_relu_pool(x, pool=x.shape[1] >= 2)
         x = x.reshape((x.shape[0], -1))
-        x = nn.relu(nn.Dense(self.hidden, name="Dense_0")(x))
-        return nn.Dense(1, name="Dense_1")(x)[:, 0].reshape((q, n))
+        x = nn.relu(nn.Dense(self.hidden)(x))
+        return nn.Dense(1)(x)[:, 0].reshape((q, n))
 
 
 class RelationNet(nn.Module):
