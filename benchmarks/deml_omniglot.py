@@ -38,7 +38,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import earlier_rows, write_results  # noqa: E402
 from metajax.config import make_config  # noqa: E402
-from metajax.experiment import evaluate_run, machine_info, prepare_run_dir, train_and_evaluate  # noqa: E402
+from metajax.experiment import check_same_config, evaluate_run, machine_info, train_and_evaluate  # noqa: E402
 
 # Zhou et al. report miniImageNet only (5-way 1-shot DEML + Meta-SGD 58.49 vs Meta-SGD 50.47);
 # Omniglot numbers of Meta-SGD (Li et al. 2017), conv4, its full protocol.
@@ -154,7 +154,7 @@ def trained_row(config, run_dir: Path) -> dict:
     already finished, its `summary.json` as it was (not trained or scored again, so its timings
     stay those of its training); a changed configuration is refused either way."""
     if (run_dir / "summary.json").exists():
-        prepare_run_dir(config, run_dir, resume=True)
+        check_same_config(config, run_dir)
         return json.loads((run_dir / "summary.json").read_text())
     return train_and_evaluate(config, run_dir, resume=(run_dir / "checkpoints").exists(),
                               progress=False)

@@ -184,23 +184,32 @@ def _config_defaults() -> dict:
 BOOKKEEPING = ("checkpoint_every", "log_every", "data_dir")
 
 
+def check_same_config(config: Config, out_dir: str | Path) -> None:
+    """Raises `ValueError` if `out_dir/config.json` records a configuration other than `config`
+    (the `BOOKKEEPING` settings aside: how often a run saves and logs, where the data is). Reads
+    only; a directory without `config.json` passes."""
+    config_path = Path(out_dir) / "config.json"
+    if not config_path.exists():
+        return
+    # a run saved before a setting existed ran with that setting's default
+    saved = {**_config_defaults(), **json.loads(config_path.read_text())}
+    current = config.to_dict()
+    changed = sorted(k for k in set(saved) | set(current)
+                     if saved.get(k) != current.get(k) and k not in BOOKKEEPING)
+    if changed:
+        raise ValueError(f"--resume with a different configuration (changed: {changed}); "
+                         f"use the same flags as the original run")
+
+
 def prepare_run_dir(config: Config, out_dir: str | Path, resume: bool) -> Path:
     """Creates the run directory and writes `config.json`; a resumed run must keep its config
-    (except the `BOOKKEEPING` settings: how often it saves and logs, where the data is)."""
+    (`check_same_config`)."""
     out_dir = Path(out_dir)
     refuse_existing_checkpoints(out_dir, resume)
     out_dir.mkdir(parents=True, exist_ok=True)
-    config_path = out_dir / "config.json"
-    if resume and config_path.exists():
-        # a run saved before a setting existed ran with that setting's default
-        saved = {**_config_defaults(), **json.loads(config_path.read_text())}
-        current = config.to_dict()
-        changed = sorted(k for k in set(saved) | set(current)
-                         if saved.get(k) != current.get(k) and k not in BOOKKEEPING)
-        if changed:
-            raise ValueError(f"--resume with a different configuration (changed: {changed}); "
-                             f"use the same flags as the original run")
-    config_path.write_text(json.dumps(config.to_dict(), indent=2))
+    if resume:
+        check_same_config(config, out_dir)
+    (out_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
     return out_dir
 
 

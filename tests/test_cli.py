@@ -90,6 +90,19 @@ def test_eval_on_the_validation_classes_of_a_split_without_them_is_a_clear_error
     assert "split 'lake' of omniglot has no validation classes" in capsys.readouterr().err
 
 
+def test_check_same_config_reads_only(tmp_path):
+    from metajax.config import make_config
+    from metajax.experiment import check_same_config, prepare_run_dir
+
+    check_same_config(make_config("reptile"), tmp_path)  # no config.json: nothing to compare
+    prepare_run_dir(make_config("reptile", steps=10, log_every=3), tmp_path, resume=False)
+    before = (tmp_path / "config.json").read_text()
+    check_same_config(make_config("reptile", steps=10, log_every=5), tmp_path)
+    with pytest.raises(ValueError, match=r"changed: \['steps'\]"):
+        check_same_config(make_config("reptile", steps=20), tmp_path)
+    assert (tmp_path / "config.json").read_text() == before
+
+
 def test_resume_refuses_changed_settings_but_accepts_a_config_older_than_a_new_field(tmp_path):
     from metajax.config import make_config
     from metajax.experiment import prepare_run_dir
