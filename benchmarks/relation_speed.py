@@ -1,0 +1,101 @@
+"""Relation networks' training step with and without forming the (class, query) pairs.
+
+The relation module's first convolution is linear in its input, so `PairConv` convolves the N
+class maps and the Q query maps once each instead of the Q x N concatenated pairs of the paper
+(`pairwise=True`). Both give the same scores and gradients (tests/test_metric.py checks them in
+float64); this times the jitted training step (sampling, forward, backward, Adam) of each on the
+CPU default's episodes, alternating between the two so that drifts in the machine's speed fall
+on both alike, and prints the ratio.
+
+    python benchmarks/relation_speed.py [--repeats 30] [--ways 5 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import jax
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import write_results  # noqa: E402
+
+from metajax.allocator import current_allocator, reexec_with_allocator  # noqa: E402
+from metajax.config import make_config  # noqa: E402
+from metajax.experiment import machine_info, make_optimizer, task_sources  # noqa: E402
+from metajax.learners.relation import RelationNet, relation_net  # noqa: E402
+from metajax.training.trainer import init_state, make_train_step  # noqa: E402
+
+
+def _stepper(config, pairwise: bool, train):
+    """A function running one jitted training step (the first call compiles) and its compile
+    time in seconds."""
+    learner = relation_net(RelationNet(width=config.width, pairwise=pairwise))
+    optimizer = make_optimizer(config)
+    example = train.sample(jax.random.PRNGKey(0), train.data)
+    state = init_state(learner, optimizer, jax.random.PRNGKey(0), example)
+    step = make_train_step(learner, optimizer, train.sample, config.meta_batch, 0)
+    holder = {"state": state}
+
+    def run():
+        holder["state"], metrics = step(holder["state"], train.data)
+        jax.block_until_ready(metrics)
+
+    t0 = time.perf_counter()
+    run()
+    return run, time.perf_counter() - t0
+
+
+def measure(ways: int, repeats: int) -> dict:
+    config = make_config("relation", train_ways=ways)
+    sources, _ = task_sources(config)
+    train = sources["train"]
+    runs, compile_s = {}, {}
+    for pairwise in (False, True):
+        runs[pairwise], compile_s[pairwise] = _stepper(config, pairwise, train)
+        runs[pairwise]()  # one untimed step after compiling
+    times = {False: [], True: []}
+    for _ in range(repeats):
+        for pairwise in (False, True):
+            t0 = time.perf_counter()
+            runs[pairwise]()
+            times[pairwise].append(time.perf_counter() - t0)
+    med = {p: statistics.median(t) for p, t in times.items()}
+    return {"train_ways": ways, "queries": config.queries, "meta_batch": config.meta_batch,
+            "repeats": repeats, "pairs_formed_s": med[True], "no_pairs_s": med[False],
+            "pairs_formed_min_s": min(times[True]), "no_pairs_min_s": min(times[False]),
+            "compile_pairs_formed_s": compile_s[True], "compile_no_pairs_s": compile_s[False],
+            "speedup": med[True] / med[False]}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--repeats", type=int, default=30, help="timed steps of each, alternating")
+    p.add_argument("--ways", type=int, nargs="+", default=[5, 20],
+                   help="training ways (the CPU default trains at 5)")
+    args = p.parse_args()
+    reexec_with_allocator()  # jemalloc or glibc tunables, as `metajax train` does
+    t0 = time.time()
+    rows = [measure(w, args.repeats) for w in args.ways]
+    lines = ["| training episodes | pairs formed (ms/step) | no pairs (ms/step) | speed-up | "
+             "compile, pairs / no pairs (s) |", "|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['meta_batch']} x {r['train_ways']}-way 1-shot {r['queries']}-query | "
+                     f"{1e3 * r['pairs_formed_s']:.1f} | {1e3 * r['no_pairs_s']:.1f} | "
+                     f"{r['speedup']:.2f}x | {r['compile_pairs_formed_s']:.1f} / "
+                     f"{r['compile_no_pairs_s']:.1f} |")
+    table = "\n".join(lines) + ("\n\nMedian of alternating jitted training steps (sampling, "
+                                "forward, backward, Adam) after one untimed step.")
+    print(table)
+    path = write_results("relation_speed", {"machine": machine_info(), "results": rows,
+                                            "allocator": current_allocator(),
+                                            "wall_s": time.time() - t0}, table)
+    print(f"results written to {path}")
+
+
+if __name__ == "__main__":
+    main()
