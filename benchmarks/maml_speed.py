@@ -510,7 +510,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--scaling-inner-steps", default=",".join(map(str, SCALING_INNER_STEPS)))
     p.add_argument("--scaling-devices", default=",".join(map(str, SCALING_DEVICES)))
     p.add_argument("--task-map", default=None,
-                   help="metajax's task_map (vmap, map, map:N); default: the library's")
+                   help="metajax's task_map (vmap, map, map:N); default: the library's. "
+                        "Comma-separated: one metajax row per task map, in the same run")
     p.add_argument("--allocator", default="auto",
                    choices=["auto", "jemalloc", "glibc", "malloc-env", "system"],
                    help="memory allocator of every timed process (default: as metajax train)")
@@ -530,6 +531,25 @@ def parse_args(argv=None) -> argparse.Namespace:
         if getattr(args, key) is None:
             setattr(args, key, value)
     return args
+
+
+def variant_label(variant: dict) -> str:
+    """' remat', ' (map)', ... : how a metajax variant is named in tags, logs and tables."""
+    task_map = variant.get("task_map")
+    return (f" ({task_map})" if task_map else "") + (" remat" if variant.get("remat") else "")
+
+
+def row_label(row: dict) -> str:
+    """The implementation of a results row with its variant (metajax's task map when the run
+    compared several, remat)."""
+    return row["impl"] + variant_label({"task_map": row.get("variant_task_map"),
+                                        "remat": row.get("remat")})
+
+
+def _tag(impl: str, variant: dict, order: int, what: str) -> str:
+    task_map = (variant.get("task_map") or "").replace(":", "")
+    return (f"{what}_{impl}{'_' + task_map if task_map else ''}"
+            f"{'_remat' if variant.get('remat') else ''}_o{order}")
 
 
 def job_base(args, workdir: Path, tag: str) -> dict:
@@ -588,13 +608,13 @@ class Driver:
                     reference = {k: f[k] for k in f.files}
             for impl in impls:
                 for variant in variants.get(impl, [{}]):
-                    tag = f"check_{impl}{'_remat' if variant.get('remat') else ''}_o{order}"
+                    tag = _tag(impl, variant, order, "check")
                     path = self.workdir / f"{tag}.npz"
                     job = {**base, **variant, "out": str(self.workdir / f"{tag}.json"),
                            "grads_out": str(path)}
                     env = {"JAX_ENABLE_X64": "1"} if impl == "metajax" else {}
                     res = self.launch(impl, job, env)
-                    key = (impl, bool(variant.get("remat")), order)
+                    key = (impl, variant_label(variant), order)
                     if "error" in res:
                         out[key] = {"check": "error", "reason": res["error"]}
                     elif reference is None:
@@ -609,7 +629,7 @@ class Driver:
                         out[key] = {"check": "pass" if ok else "fail", "grad_rel_err": err,
                                     "loss_rel_err": loss_err, "notes": res.get("notes", [])}
                     c = out[key]
-                    self.say(f"check order {order} {impl}{' remat' if key[1] else ''}: "
+                    self.say(f"check order {order} {impl}{key[1]}: "
                              f"{c['check']}" + (f" (grad rel err {c['grad_rel_err']:.2e}, "
                                                 f"loss rel err {c['loss_rel_err']:.2e})"
                                                 if "grad_rel_err" in c else
@@ -624,14 +644,17 @@ class Driver:
             for impl in impls:
                 for variant in variants.get(impl, [{}]):
                     remat = bool(variant.get("remat"))
-                    tag = f"time_{impl}{'_remat' if remat else ''}_o{order}"
+                    tag = _tag(impl, variant, order, "time")
                     job = {**job_base(a, self.workdir, tag), **variant, "mode": "time",
                            "order": order, "params": str(params), "episode": str(episode),
                            "meta_batch": a.meta_batch}
-                    self.say(f"timing {impl}{' remat' if remat else ''} order {order} ...")
+                    self.say(f"timing {impl}{variant_label(variant)} order {order} ...")
                     res = self.launch(impl, job)
-                    rows.append(self.row(impl, order, a.inner_steps, a.meta_batch, remat, res,
-                                         checks.get((impl, remat, order))))
+                    row = self.row(impl, order, a.inner_steps, a.meta_batch, remat, res,
+                                   checks.get((impl, variant_label(variant), order)))
+                    if variant.get("task_map"):
+                        row["variant_task_map"] = variant["task_map"]
+                    rows.append(row)
         return rows
 
     def row(self, impl, order, inner_steps, meta_batch, remat, res, check, devices=1) -> dict:
@@ -651,6 +674,7 @@ class Driver:
             "median_s", "min_s", "max_s", "compile_s", "maxrss_mb", "sys_s", "user_s",
             "user_total_s", "sys_total_s", "times_s", "repeats", "warmup", "threads", "notes",
             "xla_gflop", "xla_cost_analysis_gflop", "xla_temp_mb", "aot_compile_s", "task_map",
+            "setup_peak_rss_mb", "steps_start_rss_mb", "steps_peak_rss_mb",
             "first_step_loss", "xla_gflop_source", "device",
             "metajax_step", "config")
             if k in res})
@@ -708,7 +732,7 @@ def ratio_rows(rows: list[dict]) -> list[dict]:
         best = max(correct, key=lambda r: r["tasks_per_s"], default=None)
         out.append({
             "order": m["order"], "inner_steps": m["inner_steps"], "meta_batch": m["meta_batch"],
-            "remat": m["remat"],
+            "remat": m["remat"], "task_map": m.get("variant_task_map"),
             "vs": {r["impl"]: m["tasks_per_s"] / r["tasks_per_s"] for r in same},
             "fastest_correct_peer": best["impl"] if best else None,
             "vs_fastest_correct_peer": m["tasks_per_s"] / best["tasks_per_s"] if best else None,
@@ -732,16 +756,17 @@ def markdown(payload: dict) -> str:
              f"load {payload['machine'].get('load_average_1min')}; allocator "
              f"{' '.join(f'{k}={v}' for k, v in payload['allocator_env'].items())}", "",
              "| impl | order | K | T | remat | dev | check (rel err) | median s | min s | max s "
-             "| tasks/s | metajax speed-up | compile s | RSS MB | user s/step | sys s/step "
-             "| XLA GFLOP | % of peak |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| tasks/s | metajax speed-up | compile s | RSS MB | steps' RSS MB | XLA temp MB "
+             "| user s/step | sys s/step | XLA GFLOP | % of peak |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         check = r["check"] + (f" ({r['check_grad_rel_err']:.1e})"
                               if r.get("check_grad_rel_err") is not None else "")
-        head = (f"| {r['impl']} | {r['order']} | {r['inner_steps']} | {r['meta_batch']} | "
+        name = row_label({**r, "remat": False})  # remat has its own column
+        head = (f"| {name} | {r['order']} | {r['inner_steps']} | {r['meta_batch']} | "
                 f"{'yes' if r['remat'] else ''} | {r['devices']} | {check} |")
         if r.get("status") != "ok":
-            lines.append(head + f" unavailable: {r.get('reason', '')[:120]} |" + " |" * 10)
+            lines.append(head + f" unavailable: {r.get('reason', '')[:120]} |" + " |" * 12)
             continue
         speedup = ""
         if r["impl"] != "metajax":
@@ -751,7 +776,10 @@ def markdown(payload: dict) -> str:
                     speedup = f"{q['vs'][r['impl']]:.2f}x"
         cells = [f"{r['median_s']:.4f}", f"{r['min_s']:.4f}", f"{r['max_s']:.4f}",
                  f"{r['tasks_per_s']:.1f}", speedup, f"{r['compile_s']:.1f}",
-                 f"{r['maxrss_mb']:.0f}", f"{r['user_s']:.3f}", f"{r['sys_s']:.3f}",
+                 f"{r['maxrss_mb']:.0f}",
+                 f"{r['steps_peak_rss_mb']:.0f}" if r.get("steps_peak_rss_mb") else "",
+                 f"{r['xla_temp_mb']:.0f}" if r.get("xla_temp_mb") is not None else "",
+                 f"{r['user_s']:.3f}", f"{r['sys_s']:.3f}",
                  f"{r['xla_gflop']:.3g}" if r.get("xla_gflop") is not None else "",
                  f"{100 * r['peak_fraction']:.1f}" if r.get("peak_fraction") is not None else ""]
         lines.append(head + " " + " | ".join(cells) + " |")
@@ -761,7 +789,8 @@ def markdown(payload: dict) -> str:
     for q in ratios:
         if q["fastest_correct_peer"]:
             lines.append(f"- order {q['order']}, {q['inner_steps']} inner step(s), meta-batch "
-                         f"{q['meta_batch']}{', remat' if q['remat'] else ''}: "
+                         f"{q['meta_batch']}{', remat' if q['remat'] else ''}"
+                         f"{', metajax over tasks: ' + q['task_map'] if q.get('task_map') else ''}: "
                          f"{q['vs_fastest_correct_peer']:.2f}x {q['fastest_correct_peer']} "
                          f"(peak RSS {q['rss_vs_fastest_correct_peer']:.2f}x)")
         else:
@@ -787,15 +816,14 @@ def plot(payload: dict, path: Path) -> None:
     if not rows:
         return
     groups = sorted({(r["order"], r["inner_steps"]) for r in rows})
-    labels = list(dict.fromkeys(r["impl"] + (" remat" if r["remat"] else "") for r in rows))
+    labels = list(dict.fromkeys(row_label(r) for r in rows))
     fig, ax = plt.subplots(figsize=(1.8 + 1.6 * len(groups) * max(1, len(labels)) / 3, 4))
     width = 0.8 / len(labels)
     for j, label in enumerate(labels):
         xs, ys, colors = [], [], []
         for i, g in enumerate(groups):
             for r in rows:
-                if (r["order"], r["inner_steps"]) == g and \
-                        r["impl"] + (" remat" if r["remat"] else "") == label:
+                if (r["order"], r["inner_steps"]) == g and row_label(r) == label:
                     xs.append(i + j * width)
                     ys.append(r["tasks_per_s"])
                     colors.append(r["check"])
@@ -820,7 +848,8 @@ def describe(args) -> str:
                 f"meta-batch {args.meta_batch}, inner lr {args.inner_lr}")
     return (f"conv4 (width {args.width}, max-pool), {args.ways}-way {args.shots}-shot, "
             f"{args.queries} queries per class, meta-batch {args.meta_batch}, inner lr "
-            f"{args.inner_lr}, {args.inner_steps} inner step(s), Adam {args.outer_lr}")
+            f"{args.inner_lr}, {args.inner_steps} inner step(s), Adam {args.outer_lr}; metajax "
+            f"over tasks: {args.task_map or 'the library default'}")
 
 
 def main(argv=None) -> None:
@@ -837,7 +866,11 @@ def main(argv=None) -> None:
     if unknown:
         raise SystemExit(f"unknown --impls {unknown}; choose from {', '.join(IMPLS)}")
     orders = [1, 2] if args.order == "both" else [int(args.order)]
-    variants = {"metajax": [{"remat": False}, {"remat": True}]} if args.workload == "C" else {}
+    task_maps = args.task_map.split(",") if args.task_map else [None]
+    multiple = len(task_maps) > 1
+    variants = {"metajax": [{"remat": remat, **({"task_map": m} if multiple else {})}
+                            for m in task_maps
+                            for remat in ((False, True) if args.workload == "C" else (False,))]}
     with tempfile.TemporaryDirectory(prefix="maml_speed_") as tmp:
         workdir = Path(tmp)
         driver = Driver(args, workdir)
@@ -870,8 +903,8 @@ def main(argv=None) -> None:
             versions.update(peer_versions(args.peer_python))
         checks = {} if args.no_check else driver.check(impls, orders, variants)
         if args.check_only:
-            print(json.dumps({f"{i}{' remat' if r else ''} order {o}": c
-                              for (i, r, o), c in checks.items()}, indent=1))
+            print(json.dumps({f"{i}{v} order {o}": c for (i, v, o), c in checks.items()},
+                             indent=1))
             return
         rows = driver.time_all(impls, orders, variants, checks)
         if args.scaling:
@@ -888,7 +921,7 @@ def main(argv=None) -> None:
             "workload", "order", "inner_steps", "meta_batch", "ways", "shots", "queries",
             "inner_lr", "outer_lr", "width", "repeats", "min_seconds", "warmup", "seed",
             "check_meta_batch",
-            "metajax_step")}, "description": describe(args), "check_rtol": CHECK_RTOL},
+            "metajax_step", "task_map")}, "description": describe(args), "check_rtol": CHECK_RTOL},
         "allocator": args.allocator, "allocator_env": ALLOCATOR_ENV, "notes": notes,
         # XLA's flags change what is measured (on a GPU, --xla_gpu_autotune_level=0 trades a
         # slower step for a much shorter compile)

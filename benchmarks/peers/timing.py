@@ -12,6 +12,28 @@ import time
 from collections.abc import Callable
 
 
+def _status_mb(field: str) -> float | None:
+    """`VmRSS` (resident now) or `VmHWM` (its peak) of this process in MB (Linux; else None)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
+
+
+def _reset_peak_rss() -> bool:
+    """Resets `VmHWM` to the current resident size (Linux `clear_refs` 5); False if it cannot."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
 def time_steps(step: Callable[[], object], sync: Callable[[object], object], *, warmup: int,
                repeats: int, min_seconds: float = 0.0, max_repeats: int = 10000,
                first_call_s: float | None = None) -> dict:
@@ -30,14 +52,20 @@ def time_steps(step: Callable[[], object], sync: Callable[[object], object], *, 
     Returns:
       Seconds per step (median, min, max and each), the first call's seconds (compile included),
       the user and system CPU seconds of the timed steps (per step and in total) and the process's
-      peak resident memory so far in MB (`ru_maxrss`).
+      peak resident memory so far in MB (`ru_maxrss`). On Linux also the peak before the first
+      call (`setup_peak_rss_mb`: imports, data and an ahead-of-time compile), the resident size
+      when the timed steps start (`steps_start_rss_mb`) and the peak during them
+      (`steps_peak_rss_mb`), which tells the step's own memory from what compiling used.
     """
+    setup_peak = _status_mb("VmHWM")
     t0 = time.perf_counter()
     sync(step())
     first = time.perf_counter() - t0 + (first_call_s or 0.0)
     for _ in range(warmup):
         sync(step())
     times = []
+    reset = _reset_peak_rss()
+    steps_start = _status_mb("VmRSS")
     before = resource.getrusage(resource.RUSAGE_SELF)
     while len(times) < repeats or (sum(times) < min_seconds and len(times) < max_repeats):
         t0 = time.perf_counter()
@@ -53,4 +81,6 @@ def time_steps(step: Callable[[], object], sync: Callable[[object], object], *, 
         "user_s": user / len(times), "sys_s": system / len(times),
         "user_total_s": user, "sys_total_s": system,
         "maxrss_mb": after.ru_maxrss / 1024,
+        "setup_peak_rss_mb": setup_peak, "steps_start_rss_mb": steps_start,
+        "steps_peak_rss_mb": _status_mb("VmHWM") if reset else None,
     }

@@ -98,11 +98,18 @@ def meta_update(learner: Learner, params: Params, tasks: Task, keys: jax.Array,
     the state after this meta-batch: every task starts from `inner_state` (default: the learner's
     initial state) and the mean of the tasks' states is kept (integer leaves, such as step counts,
     are equal across tasks and kept as they are)."""
-    if learner.meta_grad is None:
-        grad_fn = jax.grad(lambda p: meta_batch_loss(learner, p, tasks, keys, task_map),
-                           has_aux=True)
-        return *grad_fn(params), inner_state
     mean = lambda tree: jax.tree.map(lambda g: g.mean(axis=0), tree)  # noqa: E731
+    if learner.meta_grad is None:
+        if task_map == "vmap":
+            grad_fn = jax.grad(lambda p: meta_batch_loss(learner, p, tasks, keys, task_map),
+                               has_aux=True)
+            return *grad_fn(params), inner_state
+        # one after another: each task's (or chunk's) backward pass runs inside the loop, so only
+        # one chunk's activations are alive at a time; the gradient of the whole loop would keep
+        # every task's residuals until the backward pass
+        grads, metrics = map_over_tasks(jax.grad(learner.loss, has_aux=True), task_map)(
+            params, tasks, keys)
+        return mean(grads), jax.tree.map(jnp.mean, metrics), inner_state
     if learner.init_inner_state is None:
         grads, metrics = map_over_tasks(learner.meta_grad, task_map)(params, tasks, keys)
         return mean(grads), jax.tree.map(jnp.mean, metrics), inner_state
