@@ -720,6 +720,15 @@ class Driver:
         return rows
 
 
+def added_rss(row: dict) -> float | None:
+    """Peak RSS (MB) the meta-steps added to what the process held before its first step:
+    imports, weights and data, and for metajax the compiled step (compiled ahead of time). The
+    step's own memory, apart from each library's fixed cost (None where it was not recorded)."""
+    if row.get("setup_peak_rss_mb") is None or row.get("maxrss_mb") is None:
+        return None
+    return max(row["maxrss_mb"] - row["setup_peak_rss_mb"], 0.0)
+
+
 def ratio_rows(rows: list[dict]) -> list[dict]:
     """metajax tasks/s over each peer's, at the same order/inner steps/meta-batch (and remat off
     for the peers: they have none); `fastest_correct_peer` per setting."""
@@ -737,6 +746,9 @@ def ratio_rows(rows: list[dict]) -> list[dict]:
             "fastest_correct_peer": best["impl"] if best else None,
             "vs_fastest_correct_peer": m["tasks_per_s"] / best["tasks_per_s"] if best else None,
             "rss_vs_fastest_correct_peer": m["maxrss_mb"] / best["maxrss_mb"] if best else None,
+            "added_rss_vs_fastest_correct_peer": (
+                added_rss(m) / added_rss(best) if best and added_rss(m) is not None
+                and added_rss(best) else None),
         })
     return out
 
@@ -756,7 +768,7 @@ def markdown(payload: dict) -> str:
              f"load {payload['machine'].get('load_average_1min')}; allocator "
              f"{' '.join(f'{k}={v}' for k, v in payload['allocator_env'].items())}", "",
              "| impl | order | K | T | remat | dev | check (rel err) | median s | min s | max s "
-             "| tasks/s | metajax speed-up | compile s | RSS MB | steps' RSS MB | XLA temp MB "
+             "| tasks/s | metajax speed-up | compile s | RSS MB | added by steps MB | XLA temp MB "
              "| user s/step | sys s/step | XLA GFLOP | % of peak |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
@@ -777,7 +789,7 @@ def markdown(payload: dict) -> str:
         cells = [f"{r['median_s']:.4f}", f"{r['min_s']:.4f}", f"{r['max_s']:.4f}",
                  f"{r['tasks_per_s']:.1f}", speedup, f"{r['compile_s']:.1f}",
                  f"{r['maxrss_mb']:.0f}",
-                 f"{r['steps_peak_rss_mb']:.0f}" if r.get("steps_peak_rss_mb") else "",
+                 f"{added_rss(r):.0f}" if added_rss(r) is not None else "",
                  f"{r['xla_temp_mb']:.0f}" if r.get("xla_temp_mb") is not None else "",
                  f"{r['user_s']:.3f}", f"{r['sys_s']:.3f}",
                  f"{r['xla_gflop']:.3g}" if r.get("xla_gflop") is not None else "",
@@ -792,7 +804,10 @@ def markdown(payload: dict) -> str:
                          f"{q['meta_batch']}{', remat' if q['remat'] else ''}"
                          f"{', metajax over tasks: ' + q['task_map'] if q.get('task_map') else ''}: "
                          f"{q['vs_fastest_correct_peer']:.2f}x {q['fastest_correct_peer']} "
-                         f"(peak RSS {q['rss_vs_fastest_correct_peer']:.2f}x)")
+                         f"(peak RSS {q['rss_vs_fastest_correct_peer']:.2f}x"
+                         + (f", RSS added by the steps {q['added_rss_vs_fastest_correct_peer']:.2f}x"
+                            if q.get("added_rss_vs_fastest_correct_peer") is not None else "")
+                         + ")")
         else:
             lines.append(f"- order {q['order']}, {q['inner_steps']} inner step(s): no correct "
                          "peer timed")

@@ -69,8 +69,9 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--fresh-test-state", action="store_true", default=None,
                    help="Reptile: adapt test tasks from a fresh Adam (default: from the state "
                    "meta-training ended with, as the authors' evaluation does)")
-    g.add_argument("--task-map", help="how a meta-batch's tasks run: vmap (default), map (one by "
-                   "one) or map:N (chunks of N vmapped tasks, less memory)")
+    g.add_argument("--task-map", help="how a meta-batch's tasks run: vmap, map (one by one), map:N "
+                   "(chunks of N vmapped tasks) or auto (map on a CPU, vmap on an accelerator; "
+                   "the default of maml, fomaml, metasgd and anil; the others vmap)")
     g.add_argument("--remat", action="store_true", default=None,
                    help="jax.checkpoint each inner step (less memory for many steps)")
     g.add_argument("--optimizer", choices=["adam", "sgd"], help="outer optimiser")

@@ -178,3 +178,23 @@ def test_a_checkpoint_from_before_inner_state_still_restores(tmp_path):
     state = restore_state(tmp_path, like)
     assert int(state.step) == 7 and state.inner_state is None
     np.testing.assert_array_equal(state.params["w"], params["w"])
+
+
+def test_every_task_map_scores_the_same_episodes():
+    from metajax.training.evaluation import make_episode_metrics
+    from metajax.training.trainer import resolve_task_map
+
+    assert resolve_task_map("auto") == ("map" if jax.default_backend() == "cpu" else "vmap")
+    for bad in ("map:0", "pmap", "map:x"):
+        with pytest.raises(ValueError, match="task_map must be one of"):
+            resolve_task_map(bad)
+    data = _synthetic()
+    sample = episode_sampler(5, 1, 2)
+    learner = protonet(Conv4(width=8, depth=2))
+    params = learner.init(jax.random.PRNGKey(0), sample(jax.random.PRNGKey(0), data))
+    keys = jax.random.split(jax.random.PRNGKey(1), 5)
+    scores = {m: make_episode_metrics(learner, sample, m)(params, data, keys)
+              for m in ("vmap", "map", "map:2", "auto")}  # map:2: chunks of 2, 2 and 1
+    for m in ("map", "map:2", "auto"):
+        np.testing.assert_allclose(scores[m]["loss"], scores["vmap"]["loss"], rtol=1e-5)
+        np.testing.assert_array_equal(scores[m]["accuracy"], scores["vmap"]["accuracy"])

@@ -11,6 +11,7 @@ import numpy as np
 from tqdm import tqdm
 
 from metajax.training.sharding import replicated, task_mesh, task_sharding
+from metajax.training.trainer import map_leading, resolve_task_map
 from metajax.types import Learner, Params, SampleFn, Task
 
 MAX_EXAMPLES_AT_ONCE = 4096
@@ -25,19 +26,18 @@ def confidence_interval(values: np.ndarray) -> float:
 def make_episode_metrics(learner: Learner, sample: SampleFn, task_map: str = "vmap"):
     """A jitted `(params, data, keys[E]) -> metrics[E]` that scores one episode per key.
 
-    `task_map="map"` scores the episodes one after another (`lax.map`) instead of vmapping them.
+    `task_map` ("vmap", "map", "map:N" or "auto", as in `map_over_tasks`) is how the episodes run:
+    vmapped, one after another (`lax.map`), or in vmapped chunks of N.
     """
+    resolve_task_map(task_map)
 
     def one(params, data, key):
         k_task, k_loss = jax.random.split(key)
         _, metrics = learner.loss(params, sample(k_task, data), k_loss)
         return metrics
 
-    if task_map == "map":
-        return jax.jit(lambda params, data, keys: jax.lax.map(lambda k: one(params, data, k), keys))
-    if task_map != "vmap":
-        raise ValueError(f"task_map must be 'vmap' or 'map', got {task_map!r}")
-    return jax.jit(jax.vmap(one, in_axes=(None, None, 0)))
+    return jax.jit(lambda params, data, keys: map_leading(lambda k: one(params, data, k), keys,
+                                                          task_map))
 
 
 def evaluate(learner: Learner, params: Params, sample: SampleFn, data: Any, episodes: int = 600,
