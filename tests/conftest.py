@@ -4,6 +4,7 @@ per-session decode cache, so Omniglot is decoded once per test run."""
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,14 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 os.environ.setdefault("METAJAX_DATA_DIR", str(REPO.parent / "shared" / "data"))
 DATA_DIR = Path(os.environ["METAJAX_DATA_DIR"])
+# One persistent XLA compilation cache per test run, shared by the xdist workers and the processes
+# the tests start (CLI runs, notebook kernels): a program compiled again (the same training step in
+# another test or process) is read back instead. Set before any test module imports jax; a fresh
+# directory per run, so nothing carries over between runs. METAJAX_TEST_XLA_CACHE=0 turns it off.
+if os.environ.get("METAJAX_TEST_XLA_CACHE", "1") != "0":
+    _run_id = os.environ.get("PYTEST_XDIST_TESTRUNUID") or str(os.getpid())
+    os.environ.setdefault("JAX_COMPILATION_CACHE_DIR",
+                          str(Path(tempfile.gettempdir()) / f"metajax-test-xla-{_run_id}"))
 
 
 def compile_bound_env() -> dict:
