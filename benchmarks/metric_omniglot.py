@@ -41,7 +41,8 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--full-protocol", action="store_true")
     p.add_argument("--out", default="runs/bench_metric")
-    p.add_argument("--name", default="metric_omniglot", help="results file name")
+    p.add_argument("--name", default=None,
+                   help="results file name (default: metric_omniglot_<algos joined by _>)")
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args()
 
@@ -58,7 +59,7 @@ def main() -> None:
         lines.append(f"| {r['algo']} | {r['ways']}-way {r['shots']}-shot | {r['accuracy']:.2f} | "
                      f"±{r['ci95']:.2f} | {r['paper']} | {goal_cell(r['accuracy'], r['goal'])} | "
                      f"{r['train_steps']} | {r['train_time_s']:.0f} |")
-    report(args.name, rows, lines)
+    report(args.name or "metric_omniglot_" + "_".join(args.algos), rows, lines)
 
 if __name__ == "__main__":
     main()

@@ -164,10 +164,12 @@ ALGO_DEFAULTS: dict[str, tuple[dict, dict]] = {
     "relation": (
         # 5-way training episodes with 10 queries per class; a short schedule for a 2-core CPU
         # (about 0.12 s/step alone on 2 cores with the pairs formed explicitly; 4000 steps gave 96.2%
-        # with validation still rising). Without forming the pairs the training step takes 66.5 ms
-        # instead of 99.3 ms (1.49x; benchmarks/results/relation_speed.md), so these 12,000 steps
-        # now take about 14 minutes of steps.
-        dict(train_ways=5, queries=10, steps=12000, lr_decay_every=4000, split="vinyals"),
+        # and 12,000 steps 97.69%, validation rising about 1.5 points per tripling). Without forming
+        # the pairs the training step takes 66.5 ms instead of 99.3 ms (1.49x;
+        # benchmarks/results/relation_speed.md), so 22,000 steps fit the same half hour, with
+        # validation every 2000 steps instead of 500.
+        dict(train_ways=5, queries=10, steps=22000, lr_decay_every=7000, val_every=2000,
+             split="vinyals"),
         # Sung et al.: 5-way episodes with 19 queries per class (20-way: 10), Adam 1e-3 halved
         # every 100k episodes, 1M episodes.
         dict(train_ways=5, queries=19, steps=1000000, lr_decay_every=100000, split="vinyals"),
