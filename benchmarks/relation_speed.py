@@ -2,7 +2,7 @@
 
 The relation module's first convolution is linear in its input, so `PairConv` convolves the N
 class maps and the Q query maps once each instead of the Q x N concatenated pairs of the paper
-(`pairwise=True`). Both give the same scores and gradients (tests/test_metric.py checks them in
+(`pairwise=True`). Both give the same scores and gradients (tests/test_relation.py checks them in
 float64); this times the jitted training step (sampling, forward, backward, Adam) of each on the
 CPU default's episodes, alternating between the two so that drifts in the machine's speed fall
 on both alike, and prints the ratio.

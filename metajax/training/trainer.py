@@ -117,20 +117,17 @@ def meta_update(learner: Learner, params: Params, tasks: Task, keys: jax.Array,
     the state after this meta-batch: every task starts from `inner_state` (default: the learner's
     initial state) and the mean of the tasks' states is kept (integer leaves, such as step counts,
     are equal across tasks and kept as they are)."""
+    if learner.meta_grad is None and resolve_task_map(task_map) == "vmap":
+        grad_fn = jax.grad(lambda p: meta_batch_loss(learner, p, tasks, keys, task_map),
+                           has_aux=True)
+        return *grad_fn(params), inner_state
     mean = lambda tree: jax.tree.map(lambda g: g.mean(axis=0), tree)  # noqa: E731
-    if learner.meta_grad is None:
-        if resolve_task_map(task_map) == "vmap":
-            grad_fn = jax.grad(lambda p: meta_batch_loss(learner, p, tasks, keys, task_map),
-                               has_aux=True)
-            return *grad_fn(params), inner_state
-        # one after another: each task's (or chunk's) backward pass runs inside the loop, so only
-        # one chunk's activations are alive at a time; the gradient of the whole loop would keep
-        # every task's residuals until the backward pass
-        grads, metrics = map_over_tasks(jax.grad(learner.loss, has_aux=True), task_map)(
-            params, tasks, keys)
-        return mean(grads), jax.tree.map(jnp.mean, metrics), inner_state
-    if learner.init_inner_state is None:
-        grads, metrics = map_over_tasks(learner.meta_grad, task_map)(params, tasks, keys)
+    if learner.meta_grad is None or learner.init_inner_state is None:
+        # mapped tasks without a meta_grad take each task's (chunk's) gradient inside the loop, so
+        # only one chunk's activations are alive at a time; the gradient of the whole loop would
+        # keep every task's residuals until the backward pass
+        per_task = learner.meta_grad or jax.grad(learner.loss, has_aux=True)
+        grads, metrics = map_over_tasks(per_task, task_map)(params, tasks, keys)
         return mean(grads), jax.tree.map(jnp.mean, metrics), inner_state
     if inner_state is None:
         inner_state = learner.init_inner_state(params)
