@@ -20,6 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import goal_cell, report, train_then_score  # noqa: E402
 
+from metajax.allocator import reexec_with_allocator  # noqa: E402
 from metajax.config import make_config  # noqa: E402
 
 # (ways, shots) -> accuracy (%) in the papers (REFERENCE_RESULTS.md)
@@ -45,6 +46,7 @@ def main() -> None:
                    help="results file name (default: metric_omniglot_<algos joined by _>)")
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args()
+    reexec_with_allocator()  # jemalloc or glibc tunables, as `metajax train` does
 
     rows = []
     for algo in args.algos:

@@ -19,6 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import goal_cell, report, train_then_score  # noqa: E402
 
+from metajax.allocator import reexec_with_allocator  # noqa: E402
 from metajax.config import make_config  # noqa: E402
 
 PAPER = {(5, 1): 98.8, (20, 1): 96.0, (5, 5): 99.7, (20, 5): 98.9}
@@ -36,6 +37,7 @@ def main() -> None:
     p.add_argument("--name", default="protonet_omniglot", help="results file name")
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args()
+    reexec_with_allocator()  # jemalloc or glibc tunables, as `metajax train` does
 
     rows = []
     for shots in args.shots:

@@ -21,6 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import write_results  # noqa: E402
 
+from metajax.allocator import reexec_with_allocator  # noqa: E402
 from metajax.config import make_config  # noqa: E402
 from metajax.experiment import machine_info, make_optimizer, task_sources  # noqa: E402
 from metajax.learners import build_learner  # noqa: E402
@@ -63,6 +64,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--repeats", type=int, default=20)
     args = p.parse_args()
+    reexec_with_allocator()  # jemalloc or glibc tunables, as `metajax train` does
     configs = [make_config("protonet"), make_config("protonet", train_ways=5, meta_batch=4)]
     rows = [measure(c, args.repeats) for c in configs]
     lines = ["| episodes per step | step (ms) | sampling (ms) | sampling share | goal < 5% |",

@@ -23,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import keep_earlier_rows, report  # noqa: E402
 
+from metajax.allocator import reexec_with_allocator  # noqa: E402
 from metajax.config import make_config  # noqa: E402
 from metajax.data.omniglot import load_omniglot  # noqa: E402
 from metajax.data.runs import load_runs, score_runs  # noqa: E402
@@ -52,6 +53,7 @@ def main() -> None:
     p.add_argument("--name", default="within_alphabet", help="results file name")
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args()
+    reexec_with_allocator()  # jemalloc or glibc tunables, as `metajax train` does
 
     rows = []
     for algo in args.algos:
