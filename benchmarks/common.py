@@ -85,6 +85,29 @@ def train_then_score(config, run_dir: Path, episodes: int, paper: dict, goal: di
     return rows
 
 
+def train_stepper(config, learner, train):
+    """`run()`: one jitted training step of `learner` on episodes from `train` (a `TaskSource`),
+    with the outer optimiser and task map of `config` (as `metajax train`), keeping the state
+    between calls and returning the step's metrics (not waited for). The first call compiles."""
+    import jax
+
+    from metajax.experiment import make_optimizer
+    from metajax.training.trainer import init_state, make_train_step
+
+    optimizer = make_optimizer(config)
+    example = train.sample(jax.random.PRNGKey(0), train.data)
+    state = init_state(learner, optimizer, jax.random.PRNGKey(0), example)
+    step = make_train_step(learner, optimizer, train.sample, config.meta_batch, 0,
+                           task_map=config.task_map)
+    holder = {"state": state}
+
+    def run(*_):
+        holder["state"], metrics = step(holder["state"], train.data)
+        return metrics
+
+    return run
+
+
 def goal_cell(value: float, goal: float | None) -> str:
     """`>= goal met` / `>= goal NOT met`, or empty where there is no goal."""
     if goal is None:

@@ -753,6 +753,31 @@ def ratio_rows(rows: list[dict]) -> list[dict]:
     return out
 
 
+def scaling_lines(rows: list[dict]) -> list[dict]:
+    """The C goals read off the `--scaling` rows (1 device): time per step against meta-batch (1
+    inner step) and inner steps, each as (time ratio) / (size ratio), at most 1 for "at most
+    linear"; and compile time at the most inner steps against 1 inner step (goal <= 1.5x)."""
+    ok = [r for r in rows if r.get("scaling") and r.get("status") == "ok" and r["devices"] == 1]
+    out = []
+    for what, fixed, size in (("meta-batch", "inner_steps", "meta_batch"),
+                              ("inner steps", "meta_batch", "inner_steps")):
+        group = {}
+        for r in ok:
+            group.setdefault(r[fixed], {})[r[size]] = r
+        series = max(group.values(), key=len, default={})
+        if len(series) < 2:
+            continue
+        sizes = sorted(series)
+        base = series[sizes[0]]
+        for n in sizes[1:]:
+            r = series[n]
+            per_unit = (r["median_s"] / base["median_s"]) / (n / sizes[0])
+            out.append({"what": what, "from": sizes[0], "to": n,
+                        "time_ratio": r["median_s"] / base["median_s"], "per_unit": per_unit,
+                        "compile_ratio": r["compile_s"] / base["compile_s"]})
+    return out
+
+
 def markdown(payload: dict) -> str:
     rows, ratios = payload["results"], payload["ratios"]
     peak = payload["machine"]["peak"]
@@ -818,6 +843,14 @@ def markdown(payload: dict) -> str:
             lines.append(f"- {r['devices']} forced CPU devices: first-step loss "
                          f"{'equal to' if r['same_loss_as_1_device'] else 'DIFFERENT from'} "
                          "1 device's (rel 1e-5)")
+    for q in payload.get("scaling", []):
+        line = (f"- scaling, {q['what']} {q['from']} -> {q['to']}: step time "
+                f"{q['time_ratio']:.2f}x for {q['to'] / q['from']:.0f}x ({q['per_unit']:.2f} per "
+                f"unit: {'at most' if q['per_unit'] <= 1 else 'MORE than'} linear)")
+        if q["what"] == "inner steps":
+            line += (f"; compile {q['compile_ratio']:.2f}x (goal <= 1.5x: "
+                     f"{'met' if q['compile_ratio'] <= 1.5 else 'NOT met'})")
+        lines.append(line)
     for impl, notes in payload.get("notes", {}).items():
         lines += [f"- note ({impl}): {n}" for n in notes]
     return "\n".join(lines)
@@ -949,19 +982,21 @@ def main(argv=None) -> None:
                       "(benchmarks/hlo_flops.py); xla_cost_analysis_gflop: XLA's cost_analysis() "
                       "flops, which count each loop body once. peak_fraction = xla_gflop / "
                       "median_s / machine.peak.peak_gflops",
-        "results": rows, "ratios": ratio_rows(rows),
+        "results": rows, "ratios": ratio_rows(rows), "scaling": scaling_lines(rows),
         "wall_time_s": round(time.time() - start, 1),
     }
     table = markdown(payload)
     print(table)
     out = Path(args.results_dir)
     out.mkdir(parents=True, exist_ok=True)
-    name = f"maml_speed_{args.workload}"  # non-default sizes and GPUs get their own files
+    name = f"maml_speed_{args.workload}"  # non-default sizes, GPUs, scaling: their own files
     if driver.machine["accelerator"]["platform"] != "cpu":
         name += f"_{driver.machine['accelerator']['platform']}"
     for key, tag in (("inner_steps", "k"), ("meta_batch", "T"), ("queries", "q")):
         if getattr(args, key) != WORKLOADS[args.workload][key]:
             name += f"_{tag}{getattr(args, key)}"
+    if args.scaling:
+        name += "_scaling"
     (out / f"{name}.json").write_text(json.dumps(payload, indent=1))
     (out / f"{name}.md").write_text(
         f"# {name}\n\nCommand: `{payload['command']}`  \nDate: {payload['date']}  \n"

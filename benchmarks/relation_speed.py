@@ -22,28 +22,22 @@ import jax
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import write_results  # noqa: E402
+from common import train_stepper, write_results  # noqa: E402
 
 from metajax.allocator import current_allocator, reexec_with_allocator  # noqa: E402
 from metajax.config import make_config  # noqa: E402
-from metajax.experiment import machine_info, make_optimizer, task_sources  # noqa: E402
+from metajax.experiment import machine_info, task_sources  # noqa: E402
 from metajax.learners.relation import RelationNet, relation_net  # noqa: E402
-from metajax.training.trainer import init_state, make_train_step  # noqa: E402
 
 
 def _stepper(config, pairwise: bool, train):
-    """A function running one jitted training step (the first call compiles) and its compile
-    time in seconds."""
-    learner = relation_net(RelationNet(width=config.width, pairwise=pairwise))
-    optimizer = make_optimizer(config)
-    example = train.sample(jax.random.PRNGKey(0), train.data)
-    state = init_state(learner, optimizer, jax.random.PRNGKey(0), example)
-    step = make_train_step(learner, optimizer, train.sample, config.meta_batch, 0)
-    holder = {"state": state}
+    """A function running one training step and waiting for it (the first call compiles), and
+    that first call's time in seconds."""
+    step = train_stepper(config, relation_net(RelationNet(width=config.width, pairwise=pairwise)),
+                         train)
 
     def run():
-        holder["state"], metrics = step(holder["state"], train.data)
-        jax.block_until_ready(metrics)
+        jax.block_until_ready(step())
 
     t0 = time.perf_counter()
     run()

@@ -19,13 +19,12 @@ import jax
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import write_results  # noqa: E402
+from common import train_stepper, write_results  # noqa: E402
 
 from metajax.allocator import reexec_with_allocator  # noqa: E402
 from metajax.config import make_config  # noqa: E402
-from metajax.experiment import machine_info, make_optimizer, task_sources  # noqa: E402
+from metajax.experiment import machine_info, task_sources  # noqa: E402
 from metajax.learners import build_learner  # noqa: E402
-from metajax.training.trainer import init_state, make_train_step  # noqa: E402
 
 
 def _median_time(fn, repeats: int) -> float:
@@ -41,16 +40,7 @@ def _median_time(fn, repeats: int) -> float:
 def measure(config, repeats: int) -> dict:
     sources, _ = task_sources(config)
     train = sources["train"]
-    learner, optimizer = build_learner(config), make_optimizer(config)
-    example = train.sample(jax.random.PRNGKey(0), train.data)
-    state = init_state(learner, optimizer, jax.random.PRNGKey(0), example)
-    step = make_train_step(learner, optimizer, train.sample, config.meta_batch, 0)
-    holder = {"state": state}
-
-    def run_step(_):
-        holder["state"], metrics = step(holder["state"], train.data)
-        return metrics
-
+    run_step = train_stepper(config, build_learner(config), train)
     sample_batch = jax.jit(lambda key, data: jax.vmap(train.sample, in_axes=(0, None))(
         jax.random.split(key, config.meta_batch), data))
     step_s = _median_time(run_step, repeats)

@@ -4,6 +4,7 @@ per-session decode cache, so Omniglot is decoded once per test run."""
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -17,10 +18,21 @@ DATA_DIR = Path(os.environ["METAJAX_DATA_DIR"])
 # the tests start (CLI runs, notebook kernels): a program compiled again (the same training step in
 # another test or process) is read back instead. Set before any test module imports jax; a fresh
 # directory per run, so nothing carries over between runs. METAJAX_TEST_XLA_CACHE=0 turns it off.
-if os.environ.get("METAJAX_TEST_XLA_CACHE", "1") != "0":
+# The process that made the directory (the xdist controller, whose workers inherit the variable,
+# or a single pytest process) removes it at the end of the run.
+_OWN_XLA_CACHE = None
+if (os.environ.get("METAJAX_TEST_XLA_CACHE", "1") != "0"
+        and "JAX_COMPILATION_CACHE_DIR" not in os.environ):
     _run_id = os.environ.get("PYTEST_XDIST_TESTRUNUID") or str(os.getpid())
-    os.environ.setdefault("JAX_COMPILATION_CACHE_DIR",
-                          str(Path(tempfile.gettempdir()) / f"metajax-test-xla-{_run_id}"))
+    _cache = Path(tempfile.gettempdir()) / f"metajax-test-xla-{_run_id}"
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = str(_cache)
+    if "PYTEST_XDIST_WORKER" not in os.environ:
+        _OWN_XLA_CACHE = _cache
+
+
+def pytest_unconfigure(config):
+    if _OWN_XLA_CACHE is not None:
+        shutil.rmtree(_OWN_XLA_CACHE, ignore_errors=True)
 
 
 def compile_bound_env() -> dict:

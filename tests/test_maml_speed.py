@@ -186,3 +186,28 @@ def test_hlo_flops_counts_loop_bodies_by_trip_count():
     xs = jnp.ones((5, 2, 6, 6, 3))
     mapped = jax.jit(lambda xs: jax.lax.map(lambda x: conv(x, k), xs)).lower(xs).compile()
     assert hlo_flops(mapped.as_text()) == 5 * expected
+
+
+def test_scaling_lines_ratios():
+    """The scaling summary divides each time ratio by its size ratio (<= 1: at most linear) and
+    compares compile times with the smallest size's, per series, on one device only."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from maml_speed import markdown, scaling_lines
+
+    def row(t, k, s, c, devices=1):
+        return {"scaling": True, "status": "ok", "devices": devices, "meta_batch": t,
+                "inner_steps": k, "median_s": s, "compile_s": c}
+
+    rows = [row(1, 1, 0.1, 5.0), row(4, 1, 0.5, 5.0), row(32, 1, 2.0, 6.0), row(32, 10, 8.0, 9.0),
+            row(32, 1, 9.9, 9.9, devices=2)]
+    lines = {(q["what"], q["to"]): q for q in scaling_lines(rows)}
+    assert set(lines) == {("meta-batch", 4), ("meta-batch", 32), ("inner steps", 10)}
+    assert lines[("meta-batch", 4)]["per_unit"] == pytest.approx(1.25)  # 5x time for 4x tasks
+    assert lines[("meta-batch", 32)]["per_unit"] == pytest.approx(20 / 32)
+    assert lines[("inner steps", 10)]["per_unit"] == pytest.approx(0.4)
+    assert lines[("inner steps", 10)]["compile_ratio"] == pytest.approx(1.5)
+    text = markdown({"results": [], "ratios": [], "scaling": scaling_lines(rows),
+                     "settings": {"workload": "A", "description": ""},
+                     "machine": {"peak": {"assumptions": ""}}, "allocator_env": {}})
+    assert "meta-batch 1 -> 4: step time 5.00x for 4x (1.25 per unit: MORE than linear)" in text
+    assert "compile 1.50x (goal <= 1.5x: met)" in text
