@@ -210,4 +210,5 @@ def test_scaling_lines_ratios():
                      "settings": {"workload": "A", "description": ""},
                      "machine": {"peak": {"assumptions": ""}}, "allocator_env": {}})
     assert "meta-batch 1 -> 4: step time 5.00x for 4x (1.25 per unit: MORE than linear)" in text
+    assert "inner steps 1 -> 10: step time 4.00x for 10x (0.40 per unit: at most linear)" in text
     assert "compile 1.50x (goal <= 1.5x: met)" in text
