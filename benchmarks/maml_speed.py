@@ -923,36 +923,65 @@ def markdown(payload: dict) -> str:
 
 
 def plot(payload: dict, path: Path) -> None:
+    """Tasks/s per implementation (bars), and with `--scaling` the step time against meta-batch
+    and inner steps beside the proportional line through the smallest size."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     rows = [r for r in payload["results"] if r.get("status") == "ok" and not r.get("scaling")]
-    if not rows:
+    scaled = [r for r in payload["results"] if r.get("status") == "ok" and r.get("scaling")
+              and r["devices"] == 1]
+    series = []
+    for what, fixed, size in (("meta-batch", "inner_steps", "meta_batch"),
+                              ("inner steps", "meta_batch", "inner_steps")):
+        group = {}
+        for r in scaled:
+            group.setdefault(r[fixed], {})[r[size]] = r["median_s"]
+        longest = max(group.values(), key=len, default={})
+        if len(longest) > 1:
+            series.append((what, dict(sorted(longest.items()))))
+    if not rows and not series:
         return
     groups = sorted({(r["order"], r["inner_steps"]) for r in rows})
     labels = list(dict.fromkeys(row_label(r) for r in rows))
-    fig, ax = plt.subplots(figsize=(1.8 + 1.6 * len(groups) * max(1, len(labels)) / 3, 4))
-    width = 0.8 / len(labels)
-    for j, label in enumerate(labels):
-        xs, ys, colors = [], [], []
-        for i, g in enumerate(groups):
-            for r in rows:
-                if (r["order"], r["inner_steps"]) == g and row_label(r) == label:
-                    xs.append(i + j * width)
-                    ys.append(r["tasks_per_s"])
-                    colors.append(r["check"])
-        bars = ax.bar(xs, ys, width, label=label)
-        for bar, check in zip(bars, colors, strict=True):
-            if check == "fail":
-                bar.set_hatch("//")
-    ax.set_xticks([i + 0.4 - width / 2 for i in range(len(groups))])
-    ax.set_xticklabels([f"order {o}, K={k}" for o, k in groups])
-    ax.set_ylabel("tasks / s (higher is better)")
-    ax.set_title(f"MAML meta-step, workload {payload['settings']['workload']} "
-                 f"(hatched: float64 check failed)", fontsize=9)
-    ax.legend(fontsize=8)
+    bar_width = 1.8 + 1.6 * len(groups) * max(1, len(labels)) / 3 if rows else 0
+    fig, axes = plt.subplots(1, (1 if rows else 0) + len(series), squeeze=False,
+                             figsize=(bar_width + 3.6 * len(series), 4))
+    axes = list(axes[0])
+    if rows:
+        ax = axes.pop(0)
+        width = 0.8 / len(labels)
+        for j, label in enumerate(labels):
+            xs, ys, colors = [], [], []
+            for i, g in enumerate(groups):
+                for r in rows:
+                    if (r["order"], r["inner_steps"]) == g and row_label(r) == label:
+                        xs.append(i + j * width)
+                        ys.append(r["tasks_per_s"])
+                        colors.append(r["check"])
+            bars = ax.bar(xs, ys, width, label=label)
+            for bar, check in zip(bars, colors, strict=True):
+                if check == "fail":
+                    bar.set_hatch("//")
+        ax.set_xticks([i + 0.4 - width / 2 for i in range(len(groups))])
+        ax.set_xticklabels([f"order {o}, K={k}" for o, k in groups])
+        ax.set_ylabel("tasks / s (higher is better)")
+        ax.set_title(f"workload {payload['settings']['workload']}\n"
+                     f"(hatched: float64 check failed)", fontsize=9)
+        ax.legend(fontsize=8)
+    for ax, (what, times) in zip(axes, series, strict=True):
+        sizes = list(times)
+        ax.plot(sizes, list(times.values()), "o-", label="metajax, order 2")
+        ax.plot(sizes, [times[sizes[0]] * n / sizes[0] for n in sizes], "k--", lw=0.8,
+                label="proportional to the smallest")
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel(what)
+        ax.set_ylabel("seconds per meta-step")
+        ax.set_title(f"step time against {what}", fontsize=9)
+        ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
