@@ -810,28 +810,35 @@ def linearity(per_unit: float) -> str:
     return "MORE than linear"
 
 
-def scaling_lines(rows: list[dict]) -> list[dict]:
-    """The C goals read off the `--scaling` rows (1 device): time per step against meta-batch (1
-    inner step) and inner steps, each as (time ratio) / (size ratio): at most 1 is at most linear,
-    up to `LINEAR_NOISE` linear within the run-to-run spread of these machines; and compile time at
-    the most inner steps against 1 inner step (goal <= 1.5x)."""
+def scaling_series(rows: list[dict]) -> list[tuple[str, dict[int, dict]]]:
+    """The `--scaling` rows on 1 device as ("meta-batch" | "inner steps", {size: row}) series,
+    each the longest run of rows that share the other setting, sorted by size; only series of at
+    least two sizes."""
     ok = [r for r in rows if r.get("scaling") and r.get("status") == "ok" and r["devices"] == 1]
     out = []
     for what, fixed, size in (("meta-batch", "inner_steps", "meta_batch"),
                               ("inner steps", "meta_batch", "inner_steps")):
-        group = {}
+        group: dict = {}
         for r in ok:
             group.setdefault(r[fixed], {})[r[size]] = r
-        series = max(group.values(), key=len, default={})
-        if len(series) < 2:
-            continue
-        sizes = sorted(series)
-        base = series[sizes[0]]
-        for n in sizes[1:]:
-            r = series[n]
-            per_unit = (r["median_s"] / base["median_s"]) / (n / sizes[0])
-            out.append({"what": what, "from": sizes[0], "to": n,
-                        "time_ratio": r["median_s"] / base["median_s"], "per_unit": per_unit,
+        longest = max(group.values(), key=len, default={})
+        if len(longest) > 1:
+            out.append((what, dict(sorted(longest.items()))))
+    return out
+
+
+def scaling_lines(rows: list[dict]) -> list[dict]:
+    """The C goals read off the `--scaling` series: time per step against meta-batch (1 inner
+    step) and inner steps, each as (time ratio) / (size ratio): at most 1 is at most linear, up to
+    `LINEAR_NOISE` linear within the run-to-run spread of these machines; and compile time at the
+    most inner steps against 1 inner step (goal <= 1.5x)."""
+    out = []
+    for what, series in scaling_series(rows):
+        (smallest, base), *rest = series.items()
+        for n, r in rest:
+            time_ratio = r["median_s"] / base["median_s"]
+            out.append({"what": what, "from": smallest, "to": n, "time_ratio": time_ratio,
+                        "per_unit": time_ratio / (n / smallest),
                         "compile_ratio": r["compile_s"] / base["compile_s"]})
     return out
 
@@ -931,17 +938,8 @@ def plot(payload: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     rows = [r for r in payload["results"] if r.get("status") == "ok" and not r.get("scaling")]
-    scaled = [r for r in payload["results"] if r.get("status") == "ok" and r.get("scaling")
-              and r["devices"] == 1]
-    series = []
-    for what, fixed, size in (("meta-batch", "inner_steps", "meta_batch"),
-                              ("inner steps", "meta_batch", "inner_steps")):
-        group = {}
-        for r in scaled:
-            group.setdefault(r[fixed], {})[r[size]] = r["median_s"]
-        longest = max(group.values(), key=len, default={})
-        if len(longest) > 1:
-            series.append((what, dict(sorted(longest.items()))))
+    series = [(what, {n: r["median_s"] for n, r in by_size.items()})
+              for what, by_size in scaling_series(payload["results"])]
     if not rows and not series:
         return
     groups = sorted({(r["order"], r["inner_steps"]) for r in rows})
