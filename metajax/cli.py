@@ -155,12 +155,18 @@ def _print_l2o(result: dict, where: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """The `metajax` command. Run from the command line (`argv` None), it first re-executes itself
-    with a faster memory allocator (`metajax.allocator`; `METAJAX_ALLOCATOR=system` opts out)."""
+    with a faster memory allocator (`metajax.allocator`; `METAJAX_ALLOCATOR=system` opts out).
+    Training and evaluation keep compiled programs in JAX's persistent compilation cache
+    (`metajax.compilation_cache`; `METAJAX_XLA_CACHE=0` opts out)."""
     args = _parser().parse_args(argv)
     if argv is None and args.command in ("train", "eval", "eval-runs"):
         from metajax.allocator import reexec_with_allocator
 
         reexec_with_allocator(["-m", "metajax.cli", *sys.argv[1:]])
+    if args.command in ("train", "eval", "eval-runs"):
+        from metajax.compilation_cache import enable_compilation_cache
+
+        enable_compilation_cache()
     # Imported here so that `metajax --help` answers without starting JAX.
     from metajax.config import make_config
     from metajax.data.download import DataError

@@ -168,6 +168,8 @@ def machine_info() -> dict:
         "jax": jax.__version__,
         "python": platform.python_version(),
         "allocator": current_allocator(),
+        # where compiled programs were read from / written to (None: compiled in this process)
+        "compilation_cache": jax.config.jax_compilation_cache_dir,
     }
 
 
