@@ -146,7 +146,8 @@ MULTI_DEVICE = textwrap.dedent("""
 
 @pytest.mark.slow
 def test_four_devices_give_the_same_parameters_as_one():
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4")
+    flags = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count=4".strip()
+    env = dict(os.environ, XLA_FLAGS=flags)
     out = subprocess.run([sys.executable, "-c", MULTI_DEVICE], env=env, capture_output=True,
                          text=True, cwd=REPO)
     assert "MULTI_DEVICE_OK" in out.stdout, out.stderr[-3000:]
