@@ -327,6 +327,7 @@ def metajax_time(job: dict) -> dict:
     import jax
     import jax.numpy as jnp
     import optax
+    from jax import monitoring
 
     from metajax.training.trainer import TrainState, make_train_step, meta_gradient
 
@@ -352,11 +353,15 @@ def metajax_time(job: dict) -> dict:
 
         step_fn = jax.jit(step, donate_argnums=(0, 1))
         args = [params, optimizer.init(params), tasks]
+    hits = []  # programs read back from JAX's persistent compilation cache (--compile-cache warm)
+    monitoring.register_event_listener(
+        lambda event, **_: hits.append(1) if event == "/jax/compilation_cache/cache_hits" else None)
     t0 = time.perf_counter()
     compiled = step_fn.lower(*args).compile()
     compile_s = time.perf_counter() - t0
     if job["mode"] == "compile":  # --compile-cache warm: this process only fills the cache
         return {"compile_s": compile_s}
+    step_cache_hits = len(hits)
     cost = compiled.cost_analysis()
     cost = cost[0] if isinstance(cost, list | tuple) else cost
     memory = compiled.memory_analysis()
@@ -391,6 +396,7 @@ def metajax_time(job: dict) -> dict:
         "xla_cost_analysis_gflop": analysed,
         "xla_temp_mb": memory.temp_size_in_bytes / 2**20 if memory else None,
         "first_step_loss": float(losses[0]),
+        "step_from_compile_cache": step_cache_hits > 0,
         "devices": len(jax.devices()), "task_map": config.task_map,
         "metajax_step": job.get("metajax_step", "train"),
         "config": {k: v for k, v in config.to_dict().items() if k in (
@@ -694,7 +700,8 @@ class Driver:
             "user_total_s", "sys_total_s", "times_s", "repeats", "warmup", "threads", "notes",
             "xla_gflop", "xla_cost_analysis_gflop", "xla_temp_mb", "aot_compile_s", "task_map",
             "setup_peak_rss_mb", "steps_start_rss_mb", "steps_peak_rss_mb",
-            "cold_compile_s", "compile_cache", "first_step_loss", "xla_gflop_source", "device",
+            "cold_compile_s", "compile_cache", "step_from_compile_cache", "first_step_loss",
+            "xla_gflop_source", "device",
             "metajax_step", "config")
             if k in res})
         row["status"] = "ok"

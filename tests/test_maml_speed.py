@@ -212,3 +212,21 @@ def test_scaling_lines_ratios():
     assert "meta-batch 1 -> 4: step time 5.00x for 4x (1.25 per unit: MORE than linear)" in text
     assert "inner steps 1 -> 10: step time 4.00x for 10x (0.40 per unit: at most linear)" in text
     assert "compile 1.50x (goal <= 1.5x: met)" in text
+
+
+def test_warm_compile_cache_rows_load_their_step(tmp_path):
+    """`--compile-cache warm`: the timed metajax process reads its step from the cache that a
+    compile-only process wrote, and the results file says so."""
+    import json
+
+    subprocess.run(
+        [sys.executable, str(REPO / "benchmarks/maml_speed.py"), "--impls", "metajax",
+         "--no-check", "--order", "2", "--meta-batch", "1", "--ways", str(WAYS), "--shots",
+         str(SHOTS), "--queries", str(QUERIES), "--width", "4", "--repeats", "1",
+         "--min-seconds", "0", "--warmup", "0", "--compile-cache", "warm",
+         "--results-dir", str(tmp_path)],
+        check=True, capture_output=True, text=True, timeout=300)
+    (path,) = tmp_path.glob("maml_speed_A*_warm.json")
+    (row,) = json.loads(path.read_text())["results"]
+    assert row["status"] == "ok" and row["compile_cache"] == "warm"
+    assert row["step_from_compile_cache"] is True and row["cold_compile_s"] > 0
