@@ -12,6 +12,7 @@ version and the device, so a stale entry is never used.
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 ENV_VAR = "METAJAX_XLA_CACHE"
@@ -40,7 +41,12 @@ def enable_compilation_cache() -> Path | None:
         # set by the user (JAX_COMPILATION_CACHE_DIR) or by an earlier call in this process: the
         # cache may already be in use, and changing its settings now would break its bookkeeping
         return Path(jax.config.jax_compilation_cache_dir)
-    path.mkdir(parents=True, exist_ok=True)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as error:  # a read-only home, say: run without the cache rather than fail
+        warnings.warn(f"no compilation cache ({error}); set METAJAX_CACHE_DIR to a writable "
+                      f"directory or METAJAX_XLA_CACHE=0", stacklevel=2)
+        return None
     jax.config.update("jax_compilation_cache_dir", str(path))
     jax.config.update("jax_compilation_cache_max_size", MAX_BYTES)
     return path

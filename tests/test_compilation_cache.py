@@ -52,3 +52,14 @@ def test_a_second_process_reads_the_compiled_program_back(tmp_path):
     assert child()["hits"] == len(cached)
     env[ENV_VAR] = "0"
     assert child() == {"path": "None", "hits": 0}
+
+
+def test_an_unwritable_cache_dir_warns_and_runs_without(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    env = {k: v for k, v in os.environ.items() if k not in ("JAX_COMPILATION_CACHE_DIR", ENV_VAR)}
+    env["METAJAX_CACHE_DIR"] = str(blocker)  # <cache dir>/xla cannot be made under a file
+    out = subprocess.run([sys.executable, "-c", CHILD], env=env, capture_output=True, text=True,
+                         check=True)
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == {"path": "None", "hits": 0}
+    assert "no compilation cache" in out.stderr
