@@ -159,11 +159,11 @@ def main(argv: list[str] | None = None) -> int:
     Training and evaluation keep compiled programs in JAX's persistent compilation cache
     (`metajax.compilation_cache`; `METAJAX_XLA_CACHE=0` opts out)."""
     args = _parser().parse_args(argv)
-    if argv is None and args.command in ("train", "eval", "eval-runs"):
-        from metajax.allocator import reexec_with_allocator
-
-        reexec_with_allocator(["-m", "metajax.cli", *sys.argv[1:]])
     if args.command in ("train", "eval", "eval-runs"):
+        if argv is None:
+            from metajax.allocator import reexec_with_allocator
+
+            reexec_with_allocator(["-m", "metajax.cli", *sys.argv[1:]])
         from metajax.compilation_cache import enable_compilation_cache
 
         enable_compilation_cache()

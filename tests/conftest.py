@@ -35,10 +35,14 @@ if (os.environ.get("METAJAX_TEST_XLA_CACHE", "1") != "0"
 # in 81 s instead of 107 s, the compute-bound SNAIL run included (30 s instead of 37 s). Numerics
 # are unchanged up to rounding. Set before any test module imports jax; the workers and the
 # processes the tests start inherit it. METAJAX_TEST_XLA_OPT=default leaves XLA's level alone.
+def with_xla_flag(flag: str) -> dict:
+    """This process's environment with `flag` appended to `XLA_FLAGS` (a later flag wins)."""
+    return {**os.environ, "XLA_FLAGS": f"{os.environ.get('XLA_FLAGS', '')} {flag}".strip()}
+
+
 if (os.environ.get("METAJAX_TEST_XLA_OPT", "1") != "default"
         and "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", "")):
-    os.environ["XLA_FLAGS"] = (f"{os.environ.get('XLA_FLAGS', '')} "
-                               "--xla_backend_optimization_level=1").strip()
+    os.environ["XLA_FLAGS"] = with_xla_flag("--xla_backend_optimization_level=1")["XLA_FLAGS"]
 
 
 def pytest_unconfigure(config):
@@ -52,8 +56,7 @@ def compile_bound_env() -> dict:
     notebook: 74 s -> 21 s), at the cost of slower arithmetic, so it is only for such processes
     (the learned-optimiser notebook, which computes more, got slower). Numerics are unchanged up to
     rounding."""
-    flags = os.environ.get("XLA_FLAGS", "")
-    return {**os.environ, "XLA_FLAGS": f"{flags} --xla_backend_optimization_level=0".strip()}
+    return with_xla_flag("--xla_backend_optimization_level=0")
 
 
 @pytest.fixture(scope="session", autouse=True)

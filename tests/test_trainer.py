@@ -1,6 +1,5 @@
 """Trainer: determinism, resume after SIGKILL, NaN guard, multi-device equality, clear errors."""
 
-import os
 import signal
 import subprocess
 import sys
@@ -13,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from conftest import compile_bound_env
+from conftest import compile_bound_env, with_xla_flag
 
 from metajax.data.episodes import episode_sampler
 from metajax.experiment import load_params
@@ -146,8 +145,7 @@ MULTI_DEVICE = textwrap.dedent("""
 
 @pytest.mark.slow
 def test_four_devices_give_the_same_parameters_as_one():
-    flags = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count=4".strip()
-    env = dict(os.environ, XLA_FLAGS=flags)
+    env = with_xla_flag("--xla_force_host_platform_device_count=4")
     out = subprocess.run([sys.executable, "-c", MULTI_DEVICE], env=env, capture_output=True,
                          text=True, cwd=REPO)
     assert "MULTI_DEVICE_OK" in out.stdout, out.stderr[-3000:]
