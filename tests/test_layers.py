@@ -1,4 +1,5 @@
-"""The hand-written layers (im2col convolution, 2x2 max-pool with its own JVP) against XLA's."""
+"""The hand-written layers (im2col and Winograd convolutions, 2x2 max-pool with its own JVP)
+against XLA's."""
 
 import chex
 import flax.linen as nn
@@ -7,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from metajax.nets import Conv, Conv4, conv_im2col, max_pool_2x2
+from metajax.nets import Conv, Conv4, conv_im2col, conv_winograd, max_pool_2x2
 
 
 @pytest.fixture(autouse=True)
@@ -36,6 +37,42 @@ def test_conv_im2col_equals_xla_convolution_and_its_gradient(stride, padding, si
         return lambda x, k: jnp.sum(jnp.sin(f(x, k)))
     chex.assert_trees_all_close(jax.grad(loss(ours), (0, 1))(x, kernel),
                                 jax.grad(loss(xla), (0, 1))(x, kernel), rtol=1e-11, atol=1e-11)
+
+
+def _xla_conv(x, kernel):
+    return jax.lax.conv_general_dilated(x, kernel, (1, 1), "SAME",
+                                        dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+
+@pytest.mark.parametrize("shape", [(2, 8, 8, 3), (1, 7, 6, 2), (2, 5, 3, 1), (1, 1, 1, 2)])
+def test_conv_winograd_equals_xla_convolution_to_second_order(shape):
+    kx, kk, kv = jax.random.split(jax.random.PRNGKey(10), 3)
+    x = jax.random.normal(kx, shape, jnp.float64)
+    kernel = jax.random.normal(kk, (3, 3, shape[-1], 4), jnp.float64)
+    chex.assert_trees_all_close(conv_winograd(x, kernel), _xla_conv(x, kernel),
+                                rtol=1e-12, atol=1e-12)
+
+    def loss(conv):
+        return lambda x, k: jnp.sum(jnp.sin(conv(x, k)))
+
+    chex.assert_trees_all_close(jax.grad(loss(conv_winograd), (0, 1))(x, kernel),
+                                jax.grad(loss(_xla_conv), (0, 1))(x, kernel),
+                                rtol=1e-11, atol=1e-11)
+    # a Hessian-vector product: what second-order MAML differentiates
+    v = jax.random.normal(kv, kernel.shape, jnp.float64)
+    def hvp(conv):
+        return jax.jvp(lambda k: jax.grad(loss(conv), 1)(x, k), (kernel,), (v,))[1]
+    chex.assert_trees_all_close(hvp(conv_winograd), hvp(_xla_conv), rtol=1e-10, atol=1e-10)
+
+
+def test_conv_winograd_rejects_other_kernels_strides_and_paddings():
+    with pytest.raises(ValueError, match="3x3"):
+        conv_winograd(jnp.zeros((1, 4, 4, 2)), jnp.zeros((5, 5, 2, 3)))
+    x = jnp.zeros((1, 6, 6, 2))
+    with pytest.raises(ValueError, match="winograd"):
+        Conv(3, strides=2, impl="winograd").init(jax.random.PRNGKey(0), x)
+    with pytest.raises(ValueError, match="winograd"):
+        Conv(3, padding="VALID", impl="winograd").init(jax.random.PRNGKey(0), x)
 
 
 def test_conv_im2col_rejects_mismatched_channels_and_unknown_padding():
@@ -97,9 +134,10 @@ def test_max_pool_forward_mode_and_second_order_match_finite_differences():
     chex.assert_trees_all_close(hvp, fd, rtol=1e-6, atol=1e-8)
 
 
-def test_conv4_gradient_is_the_same_jitted_and_eager_and_for_both_conv_impls():
+@pytest.mark.parametrize("conv", ["im2col", "winograd"])
+def test_conv4_gradient_is_the_same_jitted_and_eager_and_as_with_xla_convolutions(conv):
     x = jax.random.normal(jax.random.PRNGKey(7), (4, 28, 28, 1), jnp.float64)
-    net = Conv4(width=8, num_outputs=5)
+    net = Conv4(width=8, num_outputs=5, conv=conv)
     params = net.init(jax.random.PRNGKey(8), x)
     def loss(p, n):
         return jnp.sum(jnp.sin(n.apply(p, x)))

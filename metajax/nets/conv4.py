@@ -18,6 +18,9 @@ class Conv4(nn.Module):
         otherwise the flattened features are returned (the embedding of metric learners).
       downsample: "maxpool" (2x2 max-pool after each block) or "stride" (stride-2 convs, as MAML
         uses for Omniglot in some versions).
+      conv: how the convolutions are computed, `Conv`'s `impl`: "im2col" (default),
+        "winograd" (needs downsample="maxpool"; fewer multiplications, not faster on XLA:CPU,
+        see `benchmarks/conv_impls.py`) or "xla".
 
     Parameter names are `Conv_i`, `BatchNorm_i`, `Dense_0`. Batch norm uses batch statistics
     (see `BatchNorm`). Input `[B, H, W, C]` -> `[B, features]` or `[B, num_outputs]`.

@@ -32,13 +32,16 @@ class BatchNorm(nn.Module):
 def max_pool_2x2(x: jax.Array) -> jax.Array:
     """2x2 max-pool, stride 2, VALID padding, on `[..., H, W, C]` (odd edges are dropped).
 
-    Written on a `[..., H/2, 2, W/2, 2, C]` view with a hand-written JVP that selects the tangent
-    at the first maximum of each window (ties go to the first, top-left to bottom-right, as in
-    PyTorch). Its transpose (the gradient) is one elementwise pass. XLA's own
-    gradients of `reduce_window` or of four strided slices scatter through interior padding and
-    were the largest single cost of a conv4 MAML step on XLA:CPU (measured 133 of ~1100 ms of op
-    time at meta-batch 8); this form made the step 1.2x faster. Forward and reverse mode
-    of any order work (a custom JVP, not a custom VJP), under `vmap` too.
+    Written on a `[..., H/2, 2, W/2, 2, C]` view with a hand-written JVP: the tangent is the input
+    tangent masked to the first maximum of each window (ties go to the first, top-left to
+    bottom-right, as in PyTorch) and summed over the window, so the gradient is one elementwise
+    select of the broadcast output gradient. Why: XLA's own gradients of `reduce_window` or of
+    four strided slices scatter through interior padding (measured 133 of ~1100 ms of op time of
+    a conv4 MAML step at meta-batch 8); picking the tangent among the four corner slices made the
+    gradient a sum of four padded arrays, which XLA fused with the next convolution's input
+    gradient and ran unvectorised, once per pooled input (the largest op of workload A's step).
+    The mask form made that second-order step 1.37x faster (`benchmarks/conv_impls.py`).
+    Forward and reverse mode of any order work (a custom JVP, not a custom VJP), under `vmap` too.
     """
     *_, h, w, _ = x.shape
     return _max_pool_2x2(x[..., : 2 * (h // 2), : 2 * (w // 2), :])
@@ -46,37 +49,38 @@ def max_pool_2x2(x: jax.Array) -> jax.Array:
 
 def _corners(x: jax.Array) -> tuple[jax.Array, ...]:
     """The four elements of each 2x2 window, top-left, top-right, bottom-left, bottom-right."""
-    *lead, h, w, c = x.shape
-    v = x.reshape(*lead, h // 2, 2, w // 2, 2, c)
+    v = _windows(x)
     return v[..., 0, :, 0, :], v[..., 0, :, 1, :], v[..., 1, :, 0, :], v[..., 1, :, 1, :]
 
 
-def _pick_max(x: jax.Array, *values: jax.Array) -> tuple[jax.Array, ...]:
-    """Each of `values` (shaped like `x`) at the position of the first maximum of each window of
-    `x`. Primal and tangent are selected by the same comparisons, so they always agree, even where
-    XLA recomputes `x` with different rounding in different fusions (comparing `x` with a
-    separately computed maximum does not survive that)."""
+def _windows(x: jax.Array) -> jax.Array:
+    """`[..., H, W, C]` -> the `[..., H/2, 2, W/2, 2, C]` view of its 2x2 windows."""
+    *lead, h, w, c = x.shape
+    return x.reshape(*lead, h // 2, 2, w // 2, 2, c)
+
+
+def _first_max_mask(x: jax.Array) -> jax.Array:
+    """`[..., H/2, 2, W/2, 2, C]` booleans, true at the first maximum of each 2x2 window of `x`
+    (ties go to the first, top-left to bottom-right, as in PyTorch)."""
     a, b, c, d = _corners(x)
     first = (a >= b) & (a >= c) & (a >= d)
-    second = ~first & (b >= c) & (b >= d)
-    third = ~first & ~second & (c >= d)
-
-    def pick(v):
-        va, vb, vc, vd = _corners(v)
-        return jnp.where(first, va, jnp.where(second, vb, jnp.where(third, vc, vd)))
-
-    return tuple(pick(v) for v in values)
+    second = (b >= c) & (b >= d)
+    third = c >= d
+    index = jnp.where(first, 0, jnp.where(second, 1, jnp.where(third, 2, 3))).astype(jnp.int8)
+    position = jnp.arange(4, dtype=jnp.int8).reshape(2, 1, 2, 1)  # 2 * row + column
+    return index[..., :, None, :, None, :] == position
 
 
 @jax.custom_jvp
 def _max_pool_2x2(x: jax.Array) -> jax.Array:
-    return _pick_max(x, x)[0]
+    return jnp.max(_windows(x), axis=(-4, -2))
 
 
 @_max_pool_2x2.defjvp
 def _max_pool_jvp(primals, tangents):
     (x,), (dx,) = primals, tangents
-    return _pick_max(x, x, dx)
+    picked = jnp.where(_first_max_mask(x), _windows(dx), jnp.zeros((), dx.dtype))
+    return _max_pool_2x2(x), jnp.sum(picked, axis=(-4, -2))
 
 
 def same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
@@ -120,10 +124,62 @@ def conv_im2col(x: jax.Array, kernel: jax.Array, stride: int = 1,
     return out.reshape(b, oh, ow, o)
 
 
+def _winograd_rows(d0, d1, d2, d3):
+    """`B^T d` of Winograd F(2, 3) for one axis: four input rows -> four transformed rows."""
+    return d0 - d2, d1 + d2, d2 - d1, d1 - d3
+
+
+def _winograd_out(m0, m1, m2, m3):
+    """`A^T m` of Winograd F(2, 3) for one axis: four transformed rows -> two output rows."""
+    return m0 + m1 + m2, m1 - m2 - m3
+
+
+def conv_winograd(x: jax.Array, kernel: jax.Array) -> jax.Array:
+    """3x3, stride-1, SAME convolution by Winograd's minimal filtering F(2x2, 3x3).
+
+    `[B, H, W, C]` x HWIO `[3, 3, C, O]` -> `[B, H, W, O]`, the same result as
+    `lax.conv_general_dilated` up to float rounding. Each 2x2 block of outputs is computed from
+    its 4x4 input tile with 16 multiplications per (input, output) channel pair instead of 36:
+    the tiles are transformed (`B^T d B`, additions only), the kernel is transformed
+    (`G g G^T`), the 16 transformed positions are multiplied as one batched matmul
+    `[16, tiles, C] x [16, C, O]`, and the products are transformed back (`A^T m A`). Why: a
+    conv4 MAML step is dominated by the 64-to-64-channel 3x3 convolutions and their gradients;
+    this cuts their multiplications 2.25x (fewer for odd sizes, whose last tile is padded).
+    The tiles are cut from a `[B, H/2, 2, W/2, 2, C]` view, so every step and its derivatives
+    of any order are slices, pads, additions and batched matmuls (no interior-padded scatters).
+    """
+    if x.ndim != 4 or kernel.shape[:3] != (3, 3, x.shape[-1]) or kernel.ndim != 4:
+        raise ValueError(f"conv_winograd expects x [B, H, W, C] and a 3x3 kernel [3, 3, C, O]; "
+                         f"got {x.shape} and {kernel.shape}")
+    b, h, w, c = x.shape
+    o = kernel.shape[-1]
+    th, tw = -(-h // 2), -(-w // 2)
+    # SAME padding of 1 on each side, plus one more row/column where the size is odd
+    xp = jnp.pad(x, ((0, 0), (1, 2 * th + 1 - h), (1, 2 * tw + 1 - w), (0, 0)))
+    v = xp.reshape(b, th + 1, 2, 2 * tw + 2, c)
+    # input row i of tile t is padded row 2t + i: block t + i // 2, offset i % 2
+    rows = _winograd_rows(v[:, :th, 0], v[:, :th, 1], v[:, 1:, 0], v[:, 1:, 1])
+    tiles = []
+    for r in rows:                                    # r: [B, th, 2 tw + 2, C]
+        u = r.reshape(b, th, tw + 1, 2, c)
+        tiles += _winograd_rows(u[:, :, :tw, 0], u[:, :, :tw, 1], u[:, :, 1:, 0], u[:, :, 1:, 1])
+    d = jnp.stack(tiles).reshape(16, b * th * tw, c)
+    g = jnp.asarray([[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0]],
+                    kernel.dtype)
+    u = jnp.einsum("ai,bj,ijco->abco", g, g, kernel).reshape(16, c, o)
+    m = jnp.einsum("ptc,pco->pto", d, u).reshape(4, 4, b, th, tw, o)
+    cols = [_winograd_out(*m[i]) for i in range(4)]   # cols[i][j]: [B, th, tw, O]
+    y = [_winograd_out(*(cols[i][j] for i in range(4))) for j in range(2)]  # y[j][i]
+    y = jnp.stack([jnp.stack([y[0][0], y[1][0]], axis=3),
+                   jnp.stack([y[0][1], y[1][1]], axis=3)], axis=2)  # [B, th, 2, tw, 2, O]
+    return y.reshape(b, 2 * th, 2 * tw, o)[:, :h, :w]
+
+
 class Conv(nn.Module):
     """A 2-D convolution with the parameters of `flax.linen.Conv` (`kernel` HWIO, `bias`, same
-    initialisers and names), computed by `conv_im2col` (`impl="im2col"`, default) or by XLA's
-    convolution (`impl="xla"`)."""
+    initialisers and names), computed by `conv_im2col` (`impl="im2col"`, default), by Winograd's
+    F(2x2, 3x3) (`impl="winograd"`: 3x3 kernels, stride 1, SAME only) or by XLA's convolution
+    (`impl="xla"`)."""
 
     features: int
     kernel_size: tuple[int, int] = (3, 3)
@@ -138,11 +194,18 @@ class Conv(nn.Module):
         bias = self.param("bias", nn.initializers.zeros, (self.features,))
         dtype = jnp.result_type(x, kernel)
         x, kernel = x.astype(dtype), kernel.astype(dtype)
-        if self.impl == "im2col":
+        impl = self.impl
+        if impl == "im2col":
             y = conv_im2col(x, kernel, self.strides, self.padding)
-        elif self.impl == "xla":
+        elif impl == "winograd":
+            if self.kernel_size != (3, 3) or self.strides != 1 or self.padding != "SAME":
+                raise ValueError("impl='winograd' computes 3x3, stride-1, SAME convolutions; got "
+                                 f"kernel {self.kernel_size}, stride {self.strides}, "
+                                 f"padding {self.padding!r}")
+            y = conv_winograd(x, kernel)
+        elif impl == "xla":
             y = jax.lax.conv_general_dilated(x, kernel, (self.strides, self.strides), self.padding,
                                              dimension_numbers=("NHWC", "HWIO", "NHWC"))
         else:
-            raise ValueError(f"impl must be 'im2col' or 'xla', got {self.impl!r}")
+            raise ValueError(f"impl must be 'im2col', 'winograd' or 'xla', got {self.impl!r}")
         return y + bias
