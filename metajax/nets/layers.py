@@ -40,7 +40,8 @@ def max_pool_2x2(x: jax.Array) -> jax.Array:
     a conv4 MAML step at meta-batch 8); picking the tangent among the four corner slices made the
     gradient a sum of four padded arrays, which XLA fused with the next convolution's input
     gradient and ran unvectorised, once per pooled input (the largest op of workload A's step).
-    The mask form made that second-order step 1.37x faster (`benchmarks/conv_impls.py`).
+    The mask form made that step 1.35x (order 2) and 1.45x (order 1) faster
+    (`benchmarks/conv_impls.py`, alternating in one process).
     Forward and reverse mode of any order work (a custom JVP, not a custom VJP), under `vmap` too.
     """
     *_, h, w, _ = x.shape
@@ -147,6 +148,9 @@ def conv_winograd(x: jax.Array, kernel: jax.Array) -> jax.Array:
     this cuts their multiplications 2.25x (fewer for odd sizes, whose last tile is padded).
     The tiles are cut from a `[B, H/2, 2, W/2, 2, C]` view, so every step and its derivatives
     of any order are slices, pads, additions and batched matmuls (no interior-padded scatters).
+    Measured on XLA:CPU (`benchmarks/conv_impls.py`): it halves XLA's FLOP count of a conv4 MAML
+    step but takes 1.5x im2col's time, its transforms being memory-bound passes; so it is an
+    option, not the default.
     """
     if x.ndim != 4 or kernel.shape[:3] != (3, 3, x.shape[-1]) or kernel.ndim != 4:
         raise ValueError(f"conv_winograd expects x [B, H, W, C] and a 3x3 kernel [3, 3, C, O]; "
