@@ -115,11 +115,12 @@ def goal_cell(value: float, goal: float | None) -> str:
     return f">= {goal} {'met' if value >= goal else 'NOT met'}"
 
 
-def report(name: str, rows: list[dict], lines: list[str]) -> None:
-    """Prints the table and writes it with the rows and the machine to `results/<name>.*`."""
+def report(name: str, rows: list[dict], lines: list[str], **extra) -> None:
+    """Prints the table and writes it with the rows, the machine and any `extra` fields to
+    `results/<name>.*`."""
     from metajax.experiment import machine_info
 
     table = "\n".join(lines)
     print(table)
-    path = write_results(name, {"machine": machine_info(), "results": rows}, table)
+    path = write_results(name, {"machine": machine_info(), "results": rows, **extra}, table)
     print(f"results written to {path}")

@@ -30,11 +30,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import write_results  # noqa: E402
+from common import report  # noqa: E402
 from hlo_flops import hlo_flops  # noqa: E402
 
 from metajax.allocator import current_allocator, reexec_with_allocator  # noqa: E402
-from metajax.experiment import machine_info  # noqa: E402
 from metajax.learners.maml import maml  # noqa: E402
 from metajax.nets import Conv4, layers  # noqa: E402
 from metajax.training.trainer import meta_gradient  # noqa: E402
@@ -135,16 +134,11 @@ def main() -> None:
              "compile s |", "|---|---|---|---|---|---|---|"]
     lines += [f"| {r['order']} | {r['variant']} | {r['median_s']:.3f} | {r['min_s']:.3f} | "
               f"{r['vs_first']:.3f} | {r['xla_gflop']:.0f} | {r['compile_s']:.1f} |" for r in rows]
-    table = "\n".join(lines) + (
-        f"\n\nWorkload A (conv4 64, max-pool, 5-way 1-shot, 15 queries, meta-batch "
-        f"{args.meta_batch}, 1 inner step), jitted meta-gradient, tasks mapped; "
-        f"{args.rounds} alternating rounds after one untimed step. 'time vs first row' is the "
-        "median of per-round ratios to the first variant of the same order.")
-    print(table)
-    path = write_results("conv_impls", {"machine": machine_info(), "results": rows,
-                                        "allocator": current_allocator(),
-                                        "wall_s": time.time() - t0}, table)
-    print(f"results written to {path}")
+    lines += ["", f"Workload A (conv4 64, max-pool, 5-way 1-shot, 15 queries, meta-batch "
+              f"{args.meta_batch}, 1 inner step), jitted meta-gradient, tasks mapped; "
+              f"{args.rounds} alternating rounds after one untimed step. 'time vs first row' is "
+              "the median of per-round ratios to the first variant of the same order."]
+    report("conv_impls", rows, lines, allocator=current_allocator(), wall_s=time.time() - t0)
 
 
 if __name__ == "__main__":

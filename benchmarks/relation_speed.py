@@ -22,11 +22,11 @@ import jax
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import train_stepper, write_results  # noqa: E402
+from common import report, train_stepper  # noqa: E402
 
 from metajax.allocator import current_allocator, reexec_with_allocator  # noqa: E402
 from metajax.config import make_config  # noqa: E402
-from metajax.experiment import machine_info, task_sources  # noqa: E402
+from metajax.experiment import task_sources  # noqa: E402
 from metajax.learners.relation import RelationNet, relation_net  # noqa: E402
 
 
@@ -82,13 +82,10 @@ def main() -> None:
                      f"{1e3 * r['pairs_formed_s']:.1f} | {1e3 * r['no_pairs_s']:.1f} | "
                      f"{r['speedup']:.2f}x | {r['compile_pairs_formed_s']:.1f} / "
                      f"{r['compile_no_pairs_s']:.1f} |")
-    table = "\n".join(lines) + ("\n\nMedian of alternating jitted training steps (sampling, "
-                                "forward, backward, Adam) after one untimed step.")
-    print(table)
-    path = write_results("relation_speed", {"machine": machine_info(), "results": rows,
-                                            "allocator": current_allocator(),
-                                            "wall_s": time.time() - t0}, table)
-    print(f"results written to {path}")
+    lines += ["", "Median of alternating jitted training steps (sampling, forward, backward, "
+              "Adam) after one untimed step."]
+    report("relation_speed", rows, lines, allocator=current_allocator(),
+           wall_s=time.time() - t0)
 
 
 if __name__ == "__main__":

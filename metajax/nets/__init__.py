@@ -9,6 +9,6 @@ from metajax.nets.resnet import ConceptResNet, ResidualBlock
 
 __all__ = [
     "SNAIL", "BatchNorm", "ConceptResNet", "Conv", "Conv4", "FeedForwardCell", "LSTMBlackBox",
-    "LSTMCell", "MANNCell", "MLP", "MeanEmbeddingBlackBox", "ResidualBlock", "conv_im2col", "conv_winograd",
-    "lrua_step", "max_pool_2x2", "unroll",
+    "LSTMCell", "MANNCell", "MLP", "MeanEmbeddingBlackBox", "ResidualBlock", "conv_im2col",
+    "conv_winograd", "lrua_step", "max_pool_2x2", "unroll",
 ]

@@ -198,16 +198,15 @@ class Conv(nn.Module):
         bias = self.param("bias", nn.initializers.zeros, (self.features,))
         dtype = jnp.result_type(x, kernel)
         x, kernel = x.astype(dtype), kernel.astype(dtype)
-        impl = self.impl
-        if impl == "im2col":
+        if self.impl == "im2col":
             y = conv_im2col(x, kernel, self.strides, self.padding)
-        elif impl == "winograd":
+        elif self.impl == "winograd":
             if self.kernel_size != (3, 3) or self.strides != 1 or self.padding != "SAME":
                 raise ValueError("impl='winograd' computes 3x3, stride-1, SAME convolutions; got "
                                  f"kernel {self.kernel_size}, stride {self.strides}, "
                                  f"padding {self.padding!r}")
             y = conv_winograd(x, kernel)
-        elif impl == "xla":
+        elif self.impl == "xla":
             y = jax.lax.conv_general_dilated(x, kernel, (self.strides, self.strides), self.padding,
                                              dimension_numbers=("NHWC", "HWIO", "NHWC"))
         else:
