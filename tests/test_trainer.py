@@ -197,3 +197,23 @@ def test_every_task_map_scores_the_same_episodes():
     for m in ("map", "map:2", "auto"):
         np.testing.assert_allclose(scores[m]["loss"], scores["vmap"]["loss"], rtol=1e-5)
         np.testing.assert_array_equal(scores[m]["accuracy"], scores["vmap"]["accuracy"])
+
+
+def test_evaluation_scores_fewer_episodes_at_once_at_larger_image_sizes():
+    # 20-way, 1 shot, 15 queries: 12 episodes at once at 28x28 (4096 images), 1 at 105x105 (the
+    # Siamese network's size, where 12 episodes' activations would need gigabytes), never 0
+    from metajax.training.evaluation import MAX_VALUES_AT_ONCE, episodes_at_once
+    from metajax.types import Task
+
+    def shapes(side):
+        x = lambda n: jax.ShapeDtypeStruct((n, side, side, 1), jnp.float32)  # noqa: E731
+        y = lambda n: jax.ShapeDtypeStruct((n,), jnp.int32)  # noqa: E731
+        return Task(x(20), y(20), x(300), y(300))
+
+    assert episodes_at_once(shapes(28)) == 12
+    assert episodes_at_once(shapes(56)) == 3
+    assert episodes_at_once(shapes(105)) == 1
+    assert episodes_at_once(shapes(28), chunk=5) == 5
+    for side in (28, 56, 84):
+        n = episodes_at_once(shapes(side))
+        assert n * (320 * side * side + 320) <= MAX_VALUES_AT_ONCE  # images and labels

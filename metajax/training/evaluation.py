@@ -12,9 +12,19 @@ from tqdm import tqdm
 
 from metajax.training.sharding import replicated, task_mesh, task_sharding
 from metajax.training.trainer import map_leading, resolve_task_map
-from metajax.types import Learner, Params, SampleFn, Task
+from metajax.types import Learner, Params, SampleFn
 
-MAX_EXAMPLES_AT_ONCE = 4096
+# Input values scored at once: 4096 Omniglot images at 28x28 (a 20-way episode with 15 queries holds
+# 320 of them, so 12 episodes); proportionally fewer images at larger sizes, whose activations (and
+# im2col buffers) grow with the pixel count: at 105x105, 100 such episodes would need tens of GB.
+MAX_VALUES_AT_ONCE = 4096 * 28 * 28
+
+
+def episodes_at_once(shapes: Any, chunk: int = 100) -> int:
+    """How many episodes of the given shapes (`jax.eval_shape` of one episode) to score at once:
+    at most `chunk`, at least 1, and no more than `MAX_VALUES_AT_ONCE` input values in all."""
+    values = sum(math.prod(x.shape) for x in jax.tree.leaves(shapes))
+    return max(1, min(chunk, MAX_VALUES_AT_ONCE // max(values, 1)))
 
 
 def confidence_interval(values: np.ndarray) -> float:
@@ -56,14 +66,9 @@ def evaluate(learner: Learner, params: Params, sample: SampleFn, data: Any, epis
         raise ValueError(f"episodes must be >= 1, got {episodes}")
     mesh = task_mesh(devices)
     n_dev = mesh.devices.size
-    # Bound the examples scored at once (a 20-way episode with 15 queries holds 320 images; 100 of
-    # them would need gigabytes of activations for no gain in speed).
-    shapes = jax.eval_shape(sample, jax.random.PRNGKey(0), data)
-    if isinstance(shapes, Task):
-        per_episode = sum(x.shape[0] for x in (shapes.support_x, shapes.query_x))
-    else:  # other episode types (label-offset sequences): the longest leading axis
-        per_episode = max(x.shape[0] for x in jax.tree.leaves(shapes) if x.ndim)
-    chunk = min(chunk, max(1, MAX_EXAMPLES_AT_ONCE // per_episode))
+    # Bound the episodes scored at once by their input size (activations grow with it; more at once
+    # gains no speed).
+    chunk = episodes_at_once(jax.eval_shape(sample, jax.random.PRNGKey(0), data), chunk)
     chunk = max(n_dev, min(chunk, episodes) // n_dev * n_dev)
     fn = make_episode_metrics(learner, sample, task_map)
     base = jax.random.PRNGKey(seed)
