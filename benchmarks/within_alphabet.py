@@ -9,6 +9,7 @@ are printed beside ours (Lake et al. 2015: deep Siamese convnet 8.0%, deep convn
 
     python benchmarks/within_alphabet.py                       # protonet, relation, matching, siamese
     python benchmarks/within_alphabet.py --algos protonet --steps 20 --episodes 20   # smoke test
+    python benchmarks/within_alphabet.py --algos protonet --image-size 56 --train-ways 20 --steps 2000
     python benchmarks/within_alphabet.py --runs ~/omniglot/python/one-shot-classification/all_runs.zip
 """
 
@@ -48,6 +49,10 @@ def main() -> None:
     p.add_argument("--train-within-alphabet", action="store_true",
                    help="train on within-alphabet episodes too (20-way, one alphabet and rotation "
                    "each), as the test episodes are drawn")
+    p.add_argument("--image-size", type=int, help="image side (default per learner: 28, or the "
+                   "full protocol's); rows at other sizes are labelled with it")
+    p.add_argument("--train-ways", type=int, help="N of training episodes (default per learner)")
+    p.add_argument("--lr-decay-every", type=int, help="halve the learning rate every N steps")
     p.add_argument("--full-protocol", action="store_true")
     p.add_argument("--out", default="runs/bench_within_alphabet")
     p.add_argument("--name", default="within_alphabet", help="results file name")
@@ -58,11 +63,21 @@ def main() -> None:
     rows = []
     for algo in args.algos:
         within = dict(within_alphabet=True, train_ways=20) if args.train_within_alphabet else {}
-        learner_name = algo + (" (within-alphabet training)" if within else "")
+        if args.train_ways:
+            within["train_ways"] = args.train_ways
         config = make_config(algo, args.full_protocol, ways=20, shots=1, split="lake", val_every=0,
                              steps=args.steps, seed=args.seed, eval_episodes=min(args.episodes, 200),
+                             image_size=args.image_size, lr_decay_every=args.lr_decay_every,
                              **within)
-        run_dir = Path(args.out) / (algo + ("_within" if within else ""))
+        default = make_config(algo, args.full_protocol)
+        notes = [f"{config.image_size}x{config.image_size}"] * (
+            config.image_size != default.image_size)
+        notes += ["within-alphabet training"] * config.within_alphabet
+        notes += [f"{config.train_ways_}-way training"] * (
+            args.train_ways is not None and not config.within_alphabet)
+        learner_name = algo + (f" ({', '.join(notes)})" if notes else "")
+        run_dir = Path(args.out) / learner_name.replace(" ", "_").replace(",", "").replace(
+            "(", "").replace(")", "")
         start = time.time()
         summary = train_and_evaluate(config, run_dir, resume=(run_dir / "checkpoints").exists(),
                                      progress=not args.no_progress)
