@@ -16,16 +16,24 @@ def _sorted_drawings(images):
 def test_tfds_gives_the_same_arrays_as_the_zips(data_dir, tmp_path):
     from metajax.data.tfds import load_omniglot_tfds
 
-    via_tfds = load_omniglot_tfds(28, data_dir=data_dir, cache_dir=tmp_path)
+    # offline from the background and evaluation zips alone (no small1/small2 zips)
+    two = tmp_path / "data" / "omniglot"
+    two.mkdir(parents=True)
+    for name in ("images_background.zip", "images_evaluation.zip"):
+        (two / name).symlink_to(data_dir / "omniglot" / name)
+    via_tfds = load_omniglot_tfds(28, data_dir=two.parent, cache_dir=tmp_path)
     via_zips = load_omniglot(28, data_dir=data_dir, download_missing=False)
     assert via_tfds.names == via_zips.names
     np.testing.assert_array_equal(via_tfds.background, via_zips.background)
     np.testing.assert_array_equal(via_tfds.images, _sorted_drawings(via_zips.images))
 
 
-def test_tfds_offline_needs_all_four_zips(tmp_path):
+def test_tfds_offline_needs_the_background_and_evaluation_zips(tmp_path):
     from metajax.data.tfds import _local_builder
 
     (tmp_path / "omniglot").mkdir()
-    with pytest.raises(DataError, match="images_background_small1.zip"):
+    with pytest.raises(DataError, match=r"images_background\.zip, images_evaluation\.zip missing"):
+        _local_builder(tfds, tmp_path, tmp_path / "tfds")
+    (tmp_path / "omniglot" / "images_background.zip").touch()
+    with pytest.raises(DataError, match=r": images_evaluation\.zip missing"):
         _local_builder(tfds, tmp_path, tmp_path / "tfds")

@@ -7,8 +7,10 @@ of metajax does not care where the pixels came from. Needs the `tfds` extra (`pi
 
 Offline use: tfds' builder downloads the four official zips (`images_background.zip`,
 `images_evaluation.zip`, `images_background_small1.zip`, `images_background_small2.zip`). With
-`local_zips=True` (the default when all four are present in `DATA/omniglot/`) the zips are taken
-from that folder instead, with no download and no checksum check, so rebuilt copies work too.
+`local_zips=True` (the default when the first two are present in `DATA/omniglot/`) the background
+and evaluation zips are taken from that folder instead, with no download and no checksum check, so
+rebuilt copies work too; only tfds' `train` and `test` splits are prepared then, as only they are
+read (the `small1`/`small2` splits are subsets of `train`).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ TFDS_ZIPS = {
     "small1": "images_background_small1.zip",
     "small2": "images_background_small2.zip",
 }
+LOCAL_ZIPS = {k: TFDS_ZIPS[k] for k in ("train", "eval")}  # what the local builder reads
 
 
 def _import_tfds():
@@ -40,9 +43,10 @@ def _import_tfds():
 
 
 def _local_builder(tfds, data_dir, tfds_dir):
-    """tfds' Omniglot builder reading the four zips from DATA/omniglot/ instead of downloading."""
+    """tfds' Omniglot builder reading the background and evaluation zips from DATA/omniglot/
+    instead of downloading, and preparing only the `train` and `test` splits."""
     folder = omniglot_dir(data_dir)
-    missing = [z for z in TFDS_ZIPS.values() if not (folder / z).exists()]
+    missing = [z for z in LOCAL_ZIPS.values() if not (folder / z).exists()]
     if missing:
         raise DataError(f"tfds Omniglot offline: {', '.join(missing)} missing in {folder}")
     base = tfds.image_classification.Omniglot
@@ -54,13 +58,16 @@ def _local_builder(tfds, data_dir, tfds_dir):
             self._manager = manager
 
         def download_and_extract(self, urls):
-            return self._manager.extract({k: folder / TFDS_ZIPS[k] for k in urls})
+            extracted = self._manager.extract({k: folder / z for k, z in LOCAL_ZIPS.items()})
+            # small1/small2 (subsets of the background set) point at it; their splits are dropped
+            return {k: extracted.get(k, extracted["train"]) for k in urls}
 
     class LocalOmniglot(base, skip_registration=True):
         name = "omniglot"
 
         def _split_generators(self, dl_manager):
-            return super()._split_generators(_LocalZips(dl_manager))
+            return [g for g in super()._split_generators(_LocalZips(dl_manager))
+                    if g.name in ("train", "test")]
 
     return LocalOmniglot(data_dir=str(tfds_dir))
 
@@ -73,12 +80,13 @@ def load_omniglot_tfds(size: int = 28, data_dir=None, cache_dir=None,
       size: image side after resizing (LANCZOS, as the zip loader).
       data_dir: folder holding `omniglot/` with the zips (for `local_zips`).
       cache_dir: tfds' prepared data goes to `cache_dir/tfds`.
-      local_zips: read the four zips from `data_dir` (default: when they are all there).
+      local_zips: read the background and evaluation zips from `data_dir` (default: when both
+        are there).
     """
     tfds = _import_tfds()
     tfds_dir = cache_dir_from(cache_dir) / "tfds"
     if local_zips is None:
-        local_zips = all((omniglot_dir(data_dir) / z).exists() for z in TFDS_ZIPS.values())
+        local_zips = all((omniglot_dir(data_dir) / z).exists() for z in LOCAL_ZIPS.values())
     if local_zips:
         builder = _local_builder(tfds, data_dir, tfds_dir)
     else:
