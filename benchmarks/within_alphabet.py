@@ -16,6 +16,7 @@ are printed beside ours (Lake et al. 2015: deep Siamese convnet 8.0%, deep convn
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import time
 from pathlib import Path
@@ -62,22 +63,23 @@ def main() -> None:
 
     rows = []
     for algo in args.algos:
-        within = dict(within_alphabet=True, train_ways=20) if args.train_within_alphabet else {}
+        train = dict(within_alphabet=True, train_ways=20) if args.train_within_alphabet else {}
         if args.train_ways:
-            within["train_ways"] = args.train_ways
+            train["train_ways"] = args.train_ways
         config = make_config(algo, args.full_protocol, ways=20, shots=1, split="lake", val_every=0,
                              steps=args.steps, seed=args.seed, eval_episodes=min(args.episodes, 200),
                              image_size=args.image_size, lr_decay_every=args.lr_decay_every,
-                             **within)
-        default = make_config(algo, args.full_protocol)
-        notes = [f"{config.image_size}x{config.image_size}"] * (
-            config.image_size != default.image_size)
-        notes += ["within-alphabet training"] * config.within_alphabet
-        notes += [f"{config.train_ways_}-way training"] * (
-            args.train_ways is not None and not config.within_alphabet)
+                             **train)
+        # the row's label says what differs from the learner's defaults
+        notes = []
+        if config.image_size != make_config(algo, args.full_protocol).image_size:
+            notes.append(f"{config.image_size}x{config.image_size}")
+        if config.within_alphabet:
+            notes.append("within-alphabet training")
+        elif args.train_ways:
+            notes.append(f"{config.train_ways_}-way training")
         learner_name = algo + (f" ({', '.join(notes)})" if notes else "")
-        run_dir = Path(args.out) / learner_name.replace(" ", "_").replace(",", "").replace(
-            "(", "").replace(")", "")
+        run_dir = Path(args.out) / re.sub(r"[ ,()]+", "_", learner_name).strip("_")
         start = time.time()
         summary = train_and_evaluate(config, run_dir, resume=(run_dir / "checkpoints").exists(),
                                      progress=not args.no_progress)
