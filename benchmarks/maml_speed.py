@@ -852,7 +852,9 @@ def scaling_lines(rows: list[dict]) -> list[dict]:
     """The C goals read off the `--scaling` series: time per step against meta-batch (1 inner
     step) and inner steps, each as (time ratio) / (size ratio): at most 1 is at most linear, up to
     `LINEAR_NOISE` linear within the run-to-run spread of these machines; and compile time at the
-    most inner steps against 1 inner step (goal <= 1.5x)."""
+    most inner steps against 1 inner step (goal <= 1.5x). Compile time is the ahead-of-time
+    `lower(...).compile()` (`aot_compile_s`); the first call (`compile_s`) also runs a step, whose
+    own time grows with the inner steps, so its ratio is reported beside it, not judged."""
     out = []
     for what, series in scaling_series(rows):
         (smallest, base), *rest = series.items()
@@ -860,7 +862,9 @@ def scaling_lines(rows: list[dict]) -> list[dict]:
             time_ratio = r["median_s"] / base["median_s"]
             out.append({"what": what, "from": smallest, "to": n, "time_ratio": time_ratio,
                         "per_unit": time_ratio / (n / smallest),
-                        "compile_ratio": r["compile_s"] / base["compile_s"]})
+                        "first_call_ratio": r["compile_s"] / base["compile_s"],
+                        "compile_ratio": (r.get("aot_compile_s") or r["compile_s"])
+                        / (base.get("aot_compile_s") or base["compile_s"])})
     return out
 
 
@@ -935,7 +939,8 @@ def markdown(payload: dict) -> str:
                 f"unit: {linearity(q['per_unit'])})")
         if q["what"] == "inner steps":
             line += (f"; compile {q['compile_ratio']:.2f}x (goal <= 1.5x: "
-                     f"{'met' if q['compile_ratio'] <= 1.5 else 'NOT met'})")
+                     f"{'met' if q['compile_ratio'] <= 1.5 else 'NOT met'}; first call, "
+                     f"compile and one step, {q['first_call_ratio']:.2f}x)")
         lines.append(line)
     for q in payload.get("train_check", []):
         if "error" in q:
