@@ -13,13 +13,12 @@ Chen et al. (2019) report conv4 baselines on miniImageNet only (REFERENCE_RESULT
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import report, train_then_score  # noqa: E402
+from common import parse_with_allocator, report, train_then_score, training_parser  # noqa: E402
 
 from metajax.config import make_config  # noqa: E402
 
@@ -27,21 +26,12 @@ ALGOS = ("finetune", "baseline++", "multitask")
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = training_parser(__doc__, out="runs/bench_baselines", name="baselines_omniglot",
+                        episodes=600, steps_help="override the pre-training steps")
     p.add_argument("--algos", nargs="+", choices=ALGOS, default=list(ALGOS))
-    p.add_argument("--steps", type=int, help="override the pre-training steps")
-    p.add_argument("--episodes", type=int, default=600, help="test episodes per setting")
     p.add_argument("--finetune-steps", type=int, default=None,
                    help="also fine-tune the whole network per episode (default: head only)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--full-protocol", action="store_true")
-    p.add_argument("--out", default="runs/bench_baselines")
-    p.add_argument("--name", default="baselines_omniglot", help="results file name")
-    p.add_argument("--no-progress", action="store_true")
-    args = p.parse_args()
-    from metajax.allocator import reexec_with_allocator
-
-    reexec_with_allocator()  # jemalloc or glibc tunables, as `metajax train` does
+    args = parse_with_allocator(p)
     rows = []
     for algo in args.algos:
         config = make_config(algo, args.full_protocol, ways=5, shots=1, steps=args.steps,

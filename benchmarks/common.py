@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import shlex
 import sys
@@ -26,6 +27,35 @@ def write_results(name: str, payload: dict, table: str) -> Path:
           f"jax {machine.get('jax', '?')}\n\n{table}\n")
     (RESULTS / f"{name}.md").write_text(md)
     return RESULTS / f"{name}.json"
+
+
+def training_parser(doc: str, *, out: str, name: str | None, episodes: int,
+                    steps_help: str = "override the training steps of every learner",
+                    episodes_help: str = "test episodes per setting") -> argparse.ArgumentParser:
+    """A parser with the options every train-then-score benchmark takes (`--steps`, `--episodes`,
+    `--seed`, `--full-protocol`, `--out`, `--name`, `--no-progress`); a script adds its own and
+    calls `parse_with_allocator`. `doc` is the script's docstring (its first line describes it)."""
+    p = argparse.ArgumentParser(description=doc.splitlines()[0])
+    p.add_argument("--steps", type=int, help=steps_help)
+    p.add_argument("--episodes", type=int, default=episodes, help=episodes_help)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--full-protocol", action="store_true")
+    p.add_argument("--out", default=out, help="parent of the run folders")
+    p.add_argument("--name", default=name, help="results file name" + (
+        "" if name else " (default: derived from the learners run)"))
+    p.add_argument("--no-progress", action="store_true")
+    return p
+
+
+def parse_with_allocator(p: argparse.ArgumentParser) -> argparse.Namespace:
+    """Parses the command line, then re-executes the script under metajax's allocator (jemalloc or
+    glibc tunables, as `metajax train` does) unless it already runs under it; parsing first lets
+    `--help` and bad options answer without the re-exec."""
+    from metajax.allocator import reexec_with_allocator
+
+    args = p.parse_args()
+    reexec_with_allocator()
+    return args
 
 
 def earlier_rows(name: str, rows: list[dict], key, field: str = "results") -> list[dict]:

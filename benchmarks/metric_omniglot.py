@@ -12,15 +12,13 @@ paper's numbers and our goals are printed beside ours. `--full-protocol` gives t
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import goal_cell, report, train_then_score  # noqa: E402
+from common import goal_cell, parse_with_allocator, report, train_then_score, training_parser  # noqa: E402
 
-from metajax.allocator import reexec_with_allocator  # noqa: E402
 from metajax.config import make_config  # noqa: E402
 
 # (ways, shots) -> accuracy (%) in the papers (REFERENCE_RESULTS.md)
@@ -35,18 +33,9 @@ ALGOS = ("relation", "matching", "siamese", "protonet")
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = training_parser(__doc__, out="runs/bench_metric", name=None, episodes=1000)
     p.add_argument("--algos", nargs="+", choices=ALGOS, default=["relation", "matching", "siamese"])
-    p.add_argument("--steps", type=int, help="override the training steps of every learner")
-    p.add_argument("--episodes", type=int, default=1000, help="test episodes per setting")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--full-protocol", action="store_true")
-    p.add_argument("--out", default="runs/bench_metric")
-    p.add_argument("--name", default=None,
-                   help="results file name (default: metric_omniglot_<algos joined by _>)")
-    p.add_argument("--no-progress", action="store_true")
-    args = p.parse_args()
-    reexec_with_allocator()  # jemalloc or glibc tunables, as `metajax train` does
+    args = parse_with_allocator(p)
 
     rows = []
     for algo in args.algos:

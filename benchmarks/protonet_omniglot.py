@@ -11,15 +11,13 @@ cores); `--full-protocol` gives the paper's 60-way schedule.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import goal_cell, report, train_then_score  # noqa: E402
+from common import goal_cell, parse_with_allocator, report, train_then_score, training_parser  # noqa: E402
 
-from metajax.allocator import reexec_with_allocator  # noqa: E402
 from metajax.config import make_config  # noqa: E402
 
 PAPER = {(5, 1): 98.8, (20, 1): 96.0, (5, 5): 99.7, (20, 5): 98.9}
@@ -27,17 +25,10 @@ GOAL = {(5, 1): 97.5, (20, 1): 93.0}
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = training_parser(__doc__, out="runs/bench_protonet", name="protonet_omniglot",
+                        episodes=1000, steps_help="override the training steps")
     p.add_argument("--shots", type=int, nargs="+", default=[1])
-    p.add_argument("--steps", type=int, help="override the training steps")
-    p.add_argument("--episodes", type=int, default=1000)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--full-protocol", action="store_true")
-    p.add_argument("--out", default="runs/bench_protonet")
-    p.add_argument("--name", default="protonet_omniglot", help="results file name")
-    p.add_argument("--no-progress", action="store_true")
-    args = p.parse_args()
-    reexec_with_allocator()  # jemalloc or glibc tunables, as `metajax train` does
+    args = parse_with_allocator(p)
 
     rows = []
     for shots in args.shots:

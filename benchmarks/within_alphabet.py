@@ -15,7 +15,6 @@ are printed beside ours (Lake et al. 2015: deep Siamese convnet 8.0%, deep convn
 
 from __future__ import annotations
 
-import argparse
 import re
 import sys
 import time
@@ -23,9 +22,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import keep_earlier_rows, report  # noqa: E402
+from common import keep_earlier_rows, parse_with_allocator, report, training_parser  # noqa: E402
 
-from metajax.allocator import reexec_with_allocator  # noqa: E402
 from metajax.config import make_config  # noqa: E402
 from metajax.data.omniglot import load_omniglot  # noqa: E402
 from metajax.data.runs import load_runs, score_runs  # noqa: E402
@@ -40,11 +38,9 @@ ALGOS = ("protonet", "relation", "matching", "siamese")
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = training_parser(__doc__, out="runs/bench_within_alphabet", name="within_alphabet",
+                        episodes=1000, episodes_help="within-alphabet test episodes")
     p.add_argument("--algos", nargs="+", choices=ALGOS, default=list(ALGOS))
-    p.add_argument("--steps", type=int, help="override the training steps of every learner")
-    p.add_argument("--episodes", type=int, default=1000, help="within-alphabet test episodes")
-    p.add_argument("--seed", type=int, default=0)
     p.add_argument("--eval-seed", type=int, default=2015, help="seed of the test episodes")
     p.add_argument("--runs", help="all_runs.zip (or its folder) to score the official runs too")
     p.add_argument("--train-within-alphabet", action="store_true",
@@ -54,12 +50,7 @@ def main() -> None:
                    "full protocol's); rows at other sizes are labelled with it")
     p.add_argument("--train-ways", type=int, help="N of training episodes (default per learner)")
     p.add_argument("--lr-decay-every", type=int, help="halve the learning rate every N steps")
-    p.add_argument("--full-protocol", action="store_true")
-    p.add_argument("--out", default="runs/bench_within_alphabet")
-    p.add_argument("--name", default="within_alphabet", help="results file name")
-    p.add_argument("--no-progress", action="store_true")
-    args = p.parse_args()
-    reexec_with_allocator()  # jemalloc or glibc tunables, as `metajax train` does
+    args = parse_with_allocator(p)
 
     rows = []
     for algo in args.algos:
