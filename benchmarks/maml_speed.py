@@ -860,11 +860,13 @@ def scaling_lines(rows: list[dict]) -> list[dict]:
         (smallest, base), *rest = series.items()
         for n, r in rest:
             time_ratio = r["median_s"] / base["median_s"]
+            first_call_ratio = r["compile_s"] / base["compile_s"]
+            aot = r.get("aot_compile_s"), base.get("aot_compile_s")
             out.append({"what": what, "from": smallest, "to": n, "time_ratio": time_ratio,
                         "per_unit": time_ratio / (n / smallest),
-                        "first_call_ratio": r["compile_s"] / base["compile_s"],
-                        "compile_ratio": (r.get("aot_compile_s") or r["compile_s"])
-                        / (base.get("aot_compile_s") or base["compile_s"])})
+                        "first_call_ratio": first_call_ratio,
+                        # results files from before aot_compile_s: the first call's ratio
+                        "compile_ratio": aot[0] / aot[1] if all(aot) else first_call_ratio})
     return out
 
 
