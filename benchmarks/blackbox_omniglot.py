@@ -14,7 +14,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import goal_cell, report, train_then_score  # noqa: E402
+from common import goal_cell, parse_with_allocator, report, train_then_score  # noqa: E402
 
 PAPER = {"snail": {(5, 1): 99.07}}  # Mishra et al. 2018, Omniglot 5-way 1-shot
 GOAL: dict = {}
@@ -29,10 +29,7 @@ def main() -> None:
     parser.add_argument("--runs-dir", default="runs/bench_blackbox")
     parser.add_argument("--name", default="blackbox_omniglot_5w1s")
     parser.add_argument("--progress", action="store_true")
-    args = parser.parse_args()
-    from metajax.allocator import reexec_with_allocator
-
-    reexec_with_allocator()  # jemalloc or glibc tunables, as `metajax train` does
+    args = parse_with_allocator(parser)
 
     from metajax.config import make_config
 

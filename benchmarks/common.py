@@ -31,7 +31,8 @@ def write_results(name: str, payload: dict, table: str) -> Path:
 
 def training_parser(doc: str, *, out: str, name: str | None, episodes: int,
                     steps_help: str = "override the training steps of every learner",
-                    episodes_help: str = "test episodes per setting") -> argparse.ArgumentParser:
+                    episodes_help: str = "test episodes per setting",
+                    name_help: str = "results file name") -> argparse.ArgumentParser:
     """A parser with the options every train-then-score benchmark takes (`--steps`, `--episodes`,
     `--seed`, `--full-protocol`, `--out`, `--name`, `--no-progress`); a script adds its own and
     calls `parse_with_allocator`. `doc` is the script's docstring (its first line describes it)."""
@@ -41,8 +42,7 @@ def training_parser(doc: str, *, out: str, name: str | None, episodes: int,
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--full-protocol", action="store_true")
     p.add_argument("--out", default=out, help="parent of the run folders")
-    p.add_argument("--name", default=name, help="results file name" + (
-        "" if name else " (default: derived from the learners run)"))
+    p.add_argument("--name", default=name, help=name_help)
     p.add_argument("--no-progress", action="store_true")
     return p
 

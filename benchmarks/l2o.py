@@ -27,7 +27,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS, write_results  # noqa: E402
+from common import RESULTS, parse_with_allocator, write_results  # noqa: E402
 
 from metajax.config import make_config  # noqa: E402
 from metajax.experiment import machine_info  # noqa: E402
@@ -74,10 +74,7 @@ def main() -> None:
                         help="mlp: comma-separated MLP variants to evaluate")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--full-protocol", action="store_true")
-    args = parser.parse_args()
-    from metajax.allocator import reexec_with_allocator
-
-    reexec_with_allocator()  # jemalloc or glibc tunables, as `metajax train` does
+    args = parse_with_allocator(parser)
 
     start = time.time()
     optimizees = args.optimizees or (200 if args.problem == "quadratic" else 100)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import RESULTS, command_line, keep_earlier_rows, report  # noqa: E402
+from common import RESULTS, command_line, keep_earlier_rows, parse_with_allocator, report  # noqa: E402
 
 INSTANCES = ("1", "2", "3", "4", "5", "10")
 # Santoro et al. 2016, Table 1 (5 classes, one-hot labels), percent
@@ -92,10 +92,7 @@ def main() -> None:
     parser.add_argument("--score-partial", action="store_true",
                         help="do not train: score the latest checkpoint of each run in --runs-dir "
                              "(a run cut short is labelled with the steps it reached)")
-    args = parser.parse_args()
-    from metajax.allocator import reexec_with_allocator
-
-    reexec_with_allocator()  # jemalloc or glibc tunables, as `metajax train` does
+    args = parse_with_allocator(parser)
 
     from metajax.config import make_config
     from metajax.experiment import machine_info, train_and_evaluate

@@ -33,7 +33,8 @@ ALGOS = ("relation", "matching", "siamese", "protonet")
 
 
 def main() -> None:
-    p = training_parser(__doc__, out="runs/bench_metric", name=None, episodes=1000)
+    p = training_parser(__doc__, out="runs/bench_metric", name=None, episodes=1000,
+                        name_help="results file name (default: metric_omniglot_<algos joined by _>)")
     p.add_argument("--algos", nargs="+", choices=ALGOS, default=["relation", "matching", "siamese"])
     args = parse_with_allocator(p)
 
