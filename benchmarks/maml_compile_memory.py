@@ -25,6 +25,7 @@ from metajax.experiment import machine_info  # noqa: E402
 from metajax.learners.maml import maml  # noqa: E402
 from metajax.nets import Conv4  # noqa: E402
 from metajax.training import meta_gradient  # noqa: E402
+from metajax.training.trainer import resolve_task_map  # noqa: E402
 from metajax.types import Task  # noqa: E402
 
 
@@ -65,10 +66,12 @@ def main() -> None:
     parser.add_argument("--shots", type=int, default=1)
     parser.add_argument("--meta-batch", type=int, default=8, help="tasks (MAML 5-way: 32)")
     parser.add_argument("--width", type=int, default=64)
-    parser.add_argument("--task-map", choices=["vmap", "map"], default="vmap")
+    parser.add_argument("--task-map", choices=["auto", "vmap", "map"], default="auto",
+                        help="how tasks are mapped (default: the library's, map on a CPU)")
     parser.add_argument("--steps", type=int, nargs="+", default=[1, 5, 10])
     parser.add_argument("--repeats", type=int, default=1, help="timed runs of the compiled step")
     args = parser.parse_args()
+    args.task_map = resolve_task_map(args.task_map)
     start = time.time()
     tasks = omniglot_tasks(args.meta_batch, args.ways, args.shots, args.shots)
     rows = [measure(s, r, tasks, args) for s in args.steps for r in (False, True)]
