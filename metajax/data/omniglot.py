@@ -91,21 +91,40 @@ def _zip_path(data_dir, part: str, download_missing: bool) -> Path:
     return path
 
 
-def _decode_zip(path: Path, size: int) -> tuple[list[str], list[np.ndarray]]:
-    """Decodes one official zip into (character names, [20, size, size] uint8 arrays)."""
+def open_zip(path) -> zipfile.ZipFile:
+    """The official zip at `path`, or a `DataError` saying it is truncated or corrupt."""
     try:
-        archive = zipfile.ZipFile(path)
+        return zipfile.ZipFile(path)
     except (zipfile.BadZipFile, OSError) as e:
         raise DataError(
             f"Omniglot: {path} is not a readable zip ({e}); it is probably truncated or corrupt. "
             f"Delete it and download it again."
         ) from e
+
+
+def drawing_members(names):
+    """(member, alphabet, character folder, file name) of each drawing among a zip's member
+    names, the ones of the form `<root>/<alphabet>/<character>/<file>.png`."""
+    for member in names:
+        parts = member.split("/")
+        if len(parts) == 4 and parts[3].endswith(".png"):
+            yield member, parts[1], parts[2], parts[3]
+
+
+def decode_drawing(png: bytes, size: int) -> np.ndarray:
+    """One drawing as `[size, size]` uint8 with the ink bright (inverted), resized with LANCZOS."""
+    img = Image.open(io.BytesIO(png)).convert("L")
+    if img.size != (size, size):
+        img = img.resize((size, size), Image.LANCZOS)
+    return 255 - np.asarray(img, dtype=np.uint8)
+
+
+def _decode_zip(path: Path, size: int) -> tuple[list[str], list[np.ndarray]]:
+    """Decodes one official zip into (character names, [20, size, size] uint8 arrays)."""
     by_char: dict[str, list[str]] = {}
-    with archive:
-        for member in archive.namelist():
-            parts = member.split("/")
-            if len(parts) == 4 and parts[3].endswith(".png"):
-                by_char.setdefault(f"{parts[1]}/{parts[2]}", []).append(member)
+    with open_zip(path) as archive:
+        for member, alphabet, character, _ in drawing_members(archive.namelist()):
+            by_char.setdefault(f"{alphabet}/{character}", []).append(member)
         if not by_char:
             raise DataError(f"Omniglot: {path} holds no <root>/<Alphabet>/<character>/*.png files.")
         names, arrays = [], []
@@ -118,16 +137,12 @@ def _decode_zip(path: Path, size: int) -> tuple[list[str], list[np.ndarray]]:
             drawings = []
             for member in members:
                 try:
-                    raw = archive.read(member)
-                    img = Image.open(io.BytesIO(raw)).convert("L")
+                    drawings.append(decode_drawing(archive.read(member), size))
                 except (zipfile.BadZipFile, OSError, UnidentifiedImageError, EOFError) as e:
                     raise DataError(
                         f"Omniglot: cannot read {member} in {path} ({e}); the zip is corrupt. "
                         f"Delete it and download it again."
                     ) from e
-                if img.size != (size, size):
-                    img = img.resize((size, size), Image.LANCZOS)
-                drawings.append(255 - np.asarray(img, dtype=np.uint8))
             names.append(name)
             arrays.append(np.stack(drawings))
     return names, arrays

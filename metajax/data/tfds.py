@@ -16,14 +16,17 @@ the zips into the same records tfds makes from its extracted folders.
 
 from __future__ import annotations
 
-import io
-import zipfile
-
 import numpy as np
-from PIL import Image
 
 from metajax.data.download import DataError, cache_dir_from
-from metajax.data.omniglot import DRAWINGS, Omniglot, omniglot_dir
+from metajax.data.omniglot import (
+    DRAWINGS,
+    Omniglot,
+    decode_drawing,
+    drawing_members,
+    omniglot_dir,
+    open_zip,
+)
 
 TFDS_ZIPS = {
     "train": "images_background.zip",
@@ -45,22 +48,12 @@ def _import_tfds():
 
 
 def _drawings(names):
-    """(zip member, alphabet, character id, label) of each drawing among a zip's member names
-    `images_<part>/<alphabet>/characterNN/<label number>_<drawer>.png`, as tfds' builder derives
-    them from the extracted folder (id = NN - 1, label = the file's number - 1)."""
-    for member in sorted(names):
-        parts = member.split("/")
-        if len(parts) == 4 and parts[3].endswith(".png"):
-            _, alphabet, character, image = parts
-            yield (member, alphabet, int(character[len("character"):]) - 1,
-                   int(image.split("_")[0]) - 1)
-
-
-def _zip(path) -> zipfile.ZipFile:
-    try:
-        return zipfile.ZipFile(path)
-    except zipfile.BadZipFile as e:
-        raise DataError(f"{path} is not a readable zip ({e}); delete it and fetch it again") from e
+    """(zip member, alphabet, character id, label) of each drawing among a zip's member names,
+    as tfds' builder derives them from the extracted folder `<alphabet>/characterNN/<label
+    number>_<drawer>.png` (id = NN - 1, label = the file's number - 1)."""
+    for member, alphabet, character, image in drawing_members(sorted(names)):
+        yield (member, alphabet, int(character[len("character"):]) - 1,
+               int(image.split("_")[0]) - 1)
 
 
 def _local_builder(tfds, data_dir, tfds_dir):
@@ -81,7 +74,7 @@ def _local_builder(tfds, data_dir, tfds_dir):
             del dl_manager
             alphabets, labels = set(), {}
             for path in zips.values():
-                with _zip(path) as z:
+                with open_zip(path) as z:
                     names = z.namelist()
                 for _, alphabet, char_id, label in _drawings(names):
                     alphabets.add(alphabet)
@@ -92,7 +85,7 @@ def _local_builder(tfds, data_dir, tfds_dir):
                     for split, path in zips.items()]
 
         def _generate_examples(self, zip_path):
-            with _zip(zip_path) as z:
+            with open_zip(zip_path) as z:
                 for member, alphabet, char_id, label in _drawings(z.namelist()):
                     yield f"{alphabet}_{char_id}_{member.rsplit('/', 1)[1]}", {
                         "image": z.read(member), "alphabet": alphabet,
@@ -135,12 +128,7 @@ def load_omniglot_tfds(size: int = 28, data_dir=None, cache_dir=None,
     for i, name in enumerate(names):
         if len(chars[name]) != DRAWINGS:
             raise DataError(f"tfds Omniglot: {name} has {len(chars[name])} drawings, expected {DRAWINGS}")
-        drawings = []
-        for png in chars[name]:
-            img = Image.open(io.BytesIO(png)).convert("L")
-            if img.size != (size, size):
-                img = img.resize((size, size), Image.LANCZOS)
-            drawings.append(255 - np.asarray(img, dtype=np.uint8))
+        drawings = [decode_drawing(png, size) for png in chars[name]]
         # tfds does not keep the drawer id, so drawings are put in a canonical (pixel) order.
         images[i] = np.stack(sorted(drawings, key=lambda a: a.tobytes()))
     return Omniglot(images, tuple(names), np.array([background[n] for n in names]))
