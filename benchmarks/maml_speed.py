@@ -582,8 +582,8 @@ def _tag(impl: str, variant: dict, order: int, what: str) -> str:
 
 def compile_repeats(args) -> int:
     """Ahead-of-time compiles per metajax row (the median is `aot_compile_s`): as asked, else 3
-    for --scaling, whose compile-time goal is a ratio of two such times that vary by +-10% from
-    one compile to the next, else 1."""
+    for --scaling, whose compile-time goal is a ratio of two such times, and one compile of a
+    step varied by up to 15% from the next in one run, else 1."""
     return args.compile_repeats or (3 if args.scaling else 1)
 
 
@@ -716,8 +716,8 @@ class Driver:
         row.update({k: res.get(k) for k in (
             "median_s", "min_s", "max_s", "compile_s", "maxrss_mb", "sys_s", "user_s",
             "user_total_s", "sys_total_s", "times_s", "repeats", "warmup", "threads", "notes",
-            "xla_gflop", "xla_cost_analysis_gflop", "xla_temp_mb", "aot_compile_s", "aot_compile_all_s",
-            "task_map",
+            "xla_gflop", "xla_cost_analysis_gflop", "xla_temp_mb", "aot_compile_s",
+            "aot_compile_all_s", "task_map",
             "setup_peak_rss_mb", "steps_start_rss_mb", "steps_peak_rss_mb",
             "cold_compile_s", "compile_cache", "step_from_compile_cache", "first_step_loss",
             "xla_gflop_source", "device",
