@@ -20,7 +20,7 @@ inner SGD lr 0.4); B, sinusoid MAML with the MLP 1-40-40-1 (10 support and 10 qu
 meta-batch 25, inner lr 0.01, order 2); C, A at 10 inner steps and order 2, metajax with and
 without remat. `--scaling` adds metajax rows over meta-batch, inner steps and forced CPU devices.
 
-metajax goes through the library's public path only (`make_config`, `build_learner`,
+metajax goes through the library's public path only (`make_config`, `metajax.registry.build_learner`,
 `make_train_step` or `meta_gradient` + optax), so speed-ups inside the library are measured as-is.
 """
 
@@ -287,7 +287,7 @@ def metajax_problem(job: dict, dtype):
     import jax.numpy as jnp
     from flax import traverse_util
 
-    from metajax.learners import build_learner
+    from metajax.registry import build_learner
     from metajax.types import Task
 
     config = metajax_config(job, job["order"])

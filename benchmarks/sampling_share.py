@@ -24,7 +24,7 @@ from common import train_stepper, write_results  # noqa: E402
 from metajax.allocator import reexec_with_allocator  # noqa: E402
 from metajax.config import make_config  # noqa: E402
 from metajax.experiment import machine_info, task_sources  # noqa: E402
-from metajax.learners import build_learner  # noqa: E402
+from metajax.registry import build_learner  # noqa: E402
 
 
 def _median_time(fn, repeats: int) -> float:

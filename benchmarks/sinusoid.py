@@ -30,9 +30,9 @@ from benchmarks.common import RESULTS, write_results  # noqa: E402
 from metajax.config import make_config  # noqa: E402
 from metajax.data.sinusoid import sinusoid_function, sinusoid_sampler  # noqa: E402
 from metajax.experiment import machine_info, make_optimizer  # noqa: E402
-from metajax.learners import build_learner  # noqa: E402
 from metajax.learners.maml import maml, metasgd  # noqa: E402
 from metajax.nets import MLP  # noqa: E402
+from metajax.registry import build_learner  # noqa: E402
 from metajax.training import evaluate, train  # noqa: E402
 
 # MAML paper, 5-shot, after 1/5/10 steps (read from its Figure 3); Meta-SGD paper, 5-shot, 1 step.

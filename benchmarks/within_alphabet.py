@@ -30,7 +30,7 @@ from metajax.data.omniglot import load_omniglot  # noqa: E402
 from metajax.data.runs import load_runs, score_runs  # noqa: E402
 from metajax.data.within_alphabet import evaluation_alphabets, within_alphabet_sampler  # noqa: E402
 from metajax.experiment import load_state, train_and_evaluate  # noqa: E402
-from metajax.learners import build_learner  # noqa: E402
+from metajax.registry import build_learner  # noqa: E402
 from metajax.training import evaluate  # noqa: E402
 
 # error rate (%) on the official runs in the papers (REFERENCE_RESULTS.md)

@@ -7,7 +7,7 @@ import argparse
 import sys
 
 from metajax.config import DATASETS
-from metajax.learners import LEARNERS
+from metajax.registry import LEARNERS
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -27,7 +27,8 @@ from metajax.data.runs import load_runs, score_runs
 from metajax.data.sequences import check_sequence_shape, sequence_sampler
 from metajax.data.sinusoid import AMPLITUDE, PHASE, X_RANGE, sinusoid_sampler
 from metajax.data.within_alphabet import alphabet_groups, within_alphabet_sampler
-from metajax.learners import TRAIN_SAMPLERS, accuracy_by_instance, build_learner
+from metajax.learners import accuracy_by_instance
+from metajax.registry import TRAIN_SAMPLERS, build_learner
 from metajax.training.evaluation import evaluate
 from metajax.training.trainer import (
     TrainState,

@@ -17,6 +17,9 @@ from flax import struct
 Array = jax.Array
 PRNGKey = jax.Array
 Params = chex.ArrayTree
+Variables = chex.ArrayTree
+"""A learner's meta-parameters: for a Flax network, its whole variables dict (`params`, trained, and
+any other collection such as `batch_stats`, carried as state)."""
 Metrics = dict[str, Array]
 
 
@@ -51,15 +54,25 @@ class PredictFn(Protocol):
     def __call__(self, params: Params, task: Task, key: PRNGKey) -> Array: ...
 
 
+class AdaptFn(Protocol):
+    def __call__(self, variables: Variables, task: Task, key: PRNGKey) -> Variables: ...
+
+
+class LossAndStateFn(Protocol):
+    def __call__(self, variables: Variables, task: Task,
+                 key: PRNGKey) -> tuple[Array, tuple[Metrics, dict]]: ...
+
+
 class MetaGradFn(Protocol):
     def __call__(self, params: Params, task: Task, key: PRNGKey) -> tuple[Params, Metrics]: ...
 
 
 class Learner(NamedTuple):
-    """A meta-learner as pure functions over a parameter pytree (optax style).
+    """A meta-learner as pure functions over a variables pytree (optax style).
 
     Attributes:
-      init: `init(key, task) -> params`, the meta-parameters.
+      init: `init(key, task) -> variables`, the meta-parameters: for a Flax network its whole
+        variables dict; `params` is trained, every other collection (`batch_stats`) is state.
       loss: `loss(params, task, key) -> (scalar, metrics)`: the outer (query) loss after whatever
         adaptation the learner does on the support set; `metrics` holds at least `loss` and, for
         classification, `accuracy`. The trainer differentiates its mean over a meta-batch.
@@ -72,6 +85,11 @@ class Learner(NamedTuple):
         tasks as in the authors' code). Then `meta_grad(params, task, key, state) -> (pseudo_grad,
         metrics, state)`; the trainer keeps the state in `TrainState.inner_state`, hands every task
         of a meta-batch the same state and keeps the mean of the states they return.
+      adapt: gradient-based learners: `adapt(variables, task, key) -> variables`, the variables
+        adapted on the support set (same tree structure), the function `loss` and `predict` use.
+      loss_and_state: `loss_and_state(variables, task, key) -> (scalar, (metrics, state))`: `loss`
+        and the non-`params` collections the forward passes updated (`{}` when there are none).
+        The trainer differentiates it and keeps the mean over tasks of `state`.
     """
 
     init: InitFn
@@ -79,6 +97,8 @@ class Learner(NamedTuple):
     predict: PredictFn
     meta_grad: MetaGradFn | None = None
     init_inner_state: Callable[[Params], Any] | None = None
+    adapt: AdaptFn | None = None
+    loss_and_state: LossAndStateFn | None = None
 
 
 SampleFn = Callable[[PRNGKey, Any], Task]

@@ -10,7 +10,7 @@ import pytest
 
 from metajax.config import make_config
 from metajax.experiment import task_sources
-from metajax.learners import build_learner, episode_blackbox
+from metajax.learners import episode_blackbox
 from metajax.nets import Conv4
 from metajax.nets.blackbox import (
     SNAIL,
@@ -19,6 +19,7 @@ from metajax.nets.blackbox import (
     MeanEmbeddingBlackBox,
     TCBlock,
 )
+from metajax.registry import build_learner
 from metajax.training import evaluate, train
 from metajax.types import Task
 

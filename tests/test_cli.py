@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from metajax.cli import main
-from metajax.learners import LEARNERS
+from metajax.registry import LEARNERS
 
 TINY = ["--width", "8", "--steps", "6", "--train-ways", "5", "--queries", "2",
         "--test-queries", "3", "--eval-episodes", "20", "--val-every", "3", "--val-episodes", "8",

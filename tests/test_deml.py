@@ -9,10 +9,10 @@ from conftest import coded_images
 
 from metajax.config import make_config
 from metajax.data.episodes import episode_sampler
-from metajax.learners import TRAIN_SAMPLERS, build_learner
 from metajax.learners.classification import cross_entropy
 from metajax.learners.deml import ConceptBatch, check_external_classes, concept_sampler, deml
 from metajax.nets import ConceptResNet
+from metajax.registry import TRAIN_SAMPLERS, build_learner
 from metajax.training import evaluate, train
 
 

@@ -9,9 +9,9 @@ import pytest
 from metajax.config import make_config
 from metajax.data.episodes import episode_sampler
 from metajax.experiment import make_optimizer
-from metajax.learners import build_learner
 from metajax.learners.maml import maml
 from metajax.nets import Conv4
+from metajax.registry import build_learner
 from metajax.training import evaluate, meta_gradient, train
 
 

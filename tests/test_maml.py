@@ -110,14 +110,14 @@ def test_metasgd_gradients_match_the_closed_form_for_a_linear_model():
                               learner.init(jax.random.PRNGKey(0), task))
         rng = np.random.default_rng(0)
         alpha = rng.uniform(0.02, 0.2, size=(3, 1))  # a different rate per parameter
-        params["lr"]["params"]["kernel"] = jnp.asarray(alpha)
-        w = np.asarray(params["init"]["params"]["kernel"])
+        params["params"]["lr"]["kernel"] = jnp.asarray(alpha)
+        w = np.asarray(params["params"]["init"]["kernel"])
         g_s, g_q, h_s = _linear_pieces(task, w)
         w_adapted = w - alpha * g_s(w)
         grad = jax.grad(lambda p: learner.loss(p, task, None)[0])(params)
-        np.testing.assert_allclose(grad["lr"]["params"]["kernel"], -g_s(w) * g_q(w_adapted),
+        np.testing.assert_allclose(grad["params"]["lr"]["kernel"], -g_s(w) * g_q(w_adapted),
                                    rtol=1e-10)
-        np.testing.assert_allclose(grad["init"]["params"]["kernel"],
+        np.testing.assert_allclose(grad["params"]["init"]["kernel"],
                                    (np.eye(3) - np.diag(alpha[:, 0]) @ h_s).T @ g_q(w_adapted),
                                    rtol=1e-10)
 

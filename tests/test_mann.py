@@ -19,7 +19,7 @@ from metajax.data.sequences import (
     sequence_sampler,
 )
 from metajax.experiment import sequence_result, task_sources
-from metajax.learners import build_learner, instance_accuracies, sequence_learner
+from metajax.learners import instance_accuracies, sequence_learner
 from metajax.nets.mann import (
     FeedForwardCell,
     MANNCell,
@@ -28,6 +28,7 @@ from metajax.nets.mann import (
     lrua_step,
     unroll,
 )
+from metajax.registry import build_learner
 from metajax.training import evaluate, train
 
 

@@ -17,7 +17,8 @@ import optax
 from metajax.data.sequences import SequenceEpisode
 from metajax.learners.classification import cross_entropy
 from metajax.nets.mann import init_cell, unroll
-from metajax.types import Array, Learner, Params, PRNGKey, Task
+from metajax.nets.network import network
+from metajax.types import Array, Learner, Params, PRNGKey, Task, Variables
 
 
 def instance_accuracies(correct: Array, instance: Array, instances: int) -> dict[str, Array]:
@@ -70,29 +71,41 @@ def sequence_learner(cell: nn.Module) -> Learner:
     return Learner(init=init, loss=loss, predict=predict)
 
 
-def episode_blackbox(net: nn.Module) -> Learner:
-    """A learner for N-way K-shot `Task`s over a network `(support_x, support_y, query_x) -> [Q, N]`.
+def episode_blackbox(net: nn.Module, *, running_average: bool = False) -> Learner:
+    """A learner for N-way K-shot `Task`s over a network `(support_x, support_y, query_x[, train])
+    -> [Q, N]` (metajax's black-box nets, or a user's own with a `num_classes` attribute).
 
     The network's output size is fixed at construction (its training ways); a task with another
-    number of classes is refused.
+    number of classes is refused. Other collections are state, the key reaches the module's rng
+    streams, and `train` is `not running_average` (`metajax.nets.network`).
     """
+    wrapped = network(net)
 
     def check(task: Task) -> None:
-        if task.num_classes != net.num_classes:
-            raise ValueError(f"this black-box network has {net.num_classes} outputs (its training "
+        ways = getattr(net, "num_classes", task.num_classes)
+        if task.num_classes != ways:
+            raise ValueError(f"this black-box network has {ways} outputs (its training "
                              f"ways); it cannot classify {task.num_classes}-way episodes. Evaluate "
-                             f"at --ways {net.num_classes}")
+                             f"at --ways {ways}")
 
-    def init(key: PRNGKey, task: Task) -> Params:
+    def init(key: PRNGKey, task: Task) -> Variables:
         check(task)
-        return net.init(key, task.support_x, task.support_y, task.query_x)
+        return wrapped.init(key, task.support_x, task.support_y, task.query_x)
 
-    def predict(params: Params, task: Task, key: PRNGKey | None = None) -> Array:
-        del key
+    def logits_and_state(variables: Variables, task: Task, key: PRNGKey | None = None):
         check(task)
-        return net.apply(params, task.support_x, task.support_y, task.query_x)
+        return wrapped.apply(variables, task.support_x, task.support_y, task.query_x, key=key,
+                             train=not running_average)
 
-    def loss(params: Params, task: Task, key: PRNGKey | None = None):
-        return cross_entropy(predict(params, task, key), task.query_y)
+    def predict(variables: Variables, task: Task, key: PRNGKey | None = None) -> Array:
+        return logits_and_state(variables, task, key)[0]
 
-    return Learner(init=init, loss=loss, predict=predict)
+    def loss_and_state(variables: Variables, task: Task, key: PRNGKey | None = None):
+        logits, state = logits_and_state(variables, task, key)
+        value, metrics = cross_entropy(logits, task.query_y)
+        return value, (metrics, state)
+
+    def loss(variables: Variables, task: Task, key: PRNGKey | None = None):
+        return cross_entropy(predict(variables, task, key), task.query_y)
+
+    return Learner(init=init, loss=loss, predict=predict, loss_and_state=loss_and_state)

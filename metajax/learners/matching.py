@@ -17,7 +17,8 @@ import jax
 import jax.numpy as jnp
 
 from metajax.nets import Conv4
-from metajax.types import Array, Learner, Params, PRNGKey, Task
+from metajax.nets.network import accepts_train, network
+from metajax.types import Array, Learner, PRNGKey, Task, Variables
 
 EPS = 1e-8
 
@@ -86,11 +87,14 @@ class MatchingNet(nn.Module):
     fce: bool = False
     fce_steps: int = 5
     cosine: bool = False  # True: the plain cosine of both embeddings (see `support_normalized_similarities`)
+    embedding: nn.Module | None = None  # any Flax module [B, ...] -> [B, D]; default Conv4(width)
 
     @nn.compact
-    def __call__(self, support_x: Array, query_x: Array) -> tuple[Array, Array]:
+    def __call__(self, support_x: Array, query_x: Array, train: bool = True) -> tuple[Array, Array]:
         n_support = support_x.shape[0]
-        z = Conv4(width=self.width)(jnp.concatenate([support_x, query_x]))
+        embedding = self.embedding if self.embedding is not None else Conv4(width=self.width)
+        extra = {"train": train} if accepts_train(embedding) else {}
+        z = embedding(jnp.concatenate([support_x, query_x]), **extra)
         support, query = z[:n_support], z[n_support:]
         if self.fce:
             support = SupportContext()(support)
@@ -98,28 +102,49 @@ class MatchingNet(nn.Module):
         return support, query
 
 
-def matching_net(net: MatchingNet) -> Learner:
-    """Matching Networks over `net` (for example `MatchingNet(fce=True)`).
+def matching_net(net: MatchingNet, *, running_average: bool = False) -> Learner:
+    """Matching Networks over `net` (for example `MatchingNet(fce=True)`, or
+    `MatchingNet(embedding=MyNet())` with a user's own embedding network).
+
+    Support and query are embedded in one batch (batch norm: the episode's statistics), or with
+    `train=False` when `running_average=True`. Other collections are state, and the key reaches the
+    module's rng streams (`metajax.nets.network`).
 
     Returns:
       A `Learner`; `predict` gives log-probabilities `[Q, N]` of the label distribution; `loss` is
-      their negative log-likelihood (cross-entropy) on the query labels.
+      their negative log-likelihood (cross-entropy) on the query labels; `adapt(variables, task,
+      key) -> {"support": [S, D], "query": [Q, D]}` gives the (context) embeddings compared.
     """
+    wrapped = network(net)
 
-    def init(key: PRNGKey, task: Task) -> Params:
-        return net.init(key, task.support_x, task.query_x)
+    def init(key: PRNGKey, task: Task) -> Variables:
+        return wrapped.init(key, task.support_x, task.query_x)
 
-    def predict(params: Params, task: Task, key: PRNGKey | None = None) -> Array:
-        del key
-        support, query = net.apply(params, task.support_x, task.query_x)
+    def adapt_with_state(variables: Variables, task: Task, key: PRNGKey | None = None):
+        (support, query), state = wrapped.apply(variables, task.support_x, task.query_x, key=key,
+                                                train=not running_average)
+        return {"support": support, "query": query}, state
+
+    def log_probs(embedded: dict, task: Task) -> Array:
         similarity = cosine_similarities if net.cosine else support_normalized_similarities
-        probs = label_distribution(similarity(query, support), task.support_y, task.num_classes)
+        probs = label_distribution(similarity(embedded["query"], embedded["support"]),
+                                   task.support_y, task.num_classes)
         return jnp.log(probs + EPS)
 
-    def loss(params: Params, task: Task, key: PRNGKey | None = None):
-        log_probs = predict(params, task, key)
-        value = -jnp.mean(jnp.take_along_axis(log_probs, task.query_y[:, None], axis=-1))
-        accuracy = jnp.mean(jnp.argmax(log_probs, axis=-1) == task.query_y)
-        return value, {"loss": value, "accuracy": accuracy}
+    def predict(variables: Variables, task: Task, key: PRNGKey | None = None) -> Array:
+        return log_probs(adapt_with_state(variables, task, key)[0], task)
 
-    return Learner(init=init, loss=loss, predict=predict)
+    def loss_and_state(variables: Variables, task: Task, key: PRNGKey | None = None):
+        embedded, state = adapt_with_state(variables, task, key)
+        logp = log_probs(embedded, task)
+        value = -jnp.mean(jnp.take_along_axis(logp, task.query_y[:, None], axis=-1))
+        accuracy = jnp.mean(jnp.argmax(logp, axis=-1) == task.query_y)
+        return value, ({"loss": value, "accuracy": accuracy}, state)
+
+    def loss(variables: Variables, task: Task, key: PRNGKey | None = None):
+        value, (metrics, _) = loss_and_state(variables, task, key)
+        return value, metrics
+
+    return Learner(init=init, loss=loss, predict=predict,
+                   adapt=lambda v, t, k=None: adapt_with_state(v, t, k)[0],
+                   loss_and_state=loss_and_state)

@@ -2,7 +2,10 @@
 
 A class prototype is the mean embedding of its support examples; a query's logits are the negative
 squared Euclidean distances to the prototypes; the loss is cross-entropy on the query set. Support and
-query are embedded in one batch, so batch norm uses the episode's statistics (transductive).
+query are embedded in one batch, so batch norm uses the episode's statistics (transductive), unless the
+learner is built with `running_average=True` (the episode is then embedded with `train=False`).
+The embedding network is any Flax module (`metajax.nets.network`): its other collections are state,
+and the key reaches its rng streams (dropout).
 """
 
 from __future__ import annotations
@@ -12,7 +15,8 @@ import jax
 import jax.numpy as jnp
 
 from metajax.learners.classification import cross_entropy
-from metajax.types import Array, Learner, Params, PRNGKey, Task
+from metajax.nets.network import Network, network
+from metajax.types import Array, Learner, PRNGKey, Task, Variables
 
 
 def prototypes(embeddings: Array, labels: Array, num_classes: int) -> Array:
@@ -29,30 +33,57 @@ def squared_distances(a: Array, b: Array) -> Array:
     )
 
 
-def protonet(embedding: nn.Module) -> Learner:
+def as_network(module: nn.Module | Network) -> Network:
+    """`module` wrapped as a `Network` (a `Network` is returned as it is)."""
+    return module if isinstance(module, Network) else network(module)
+
+
+def protonet(embedding: nn.Module, *, running_average: bool = False) -> Learner:
     """Prototypical Networks over an embedding network (for example `Conv4()`).
 
     Args:
-      embedding: Flax module mapping `[B, ...]` inputs to `[B, D]` embeddings.
+      embedding: Flax module mapping `[B, ...]` inputs to `[B, D]` embeddings, with or without
+        Flax's `train` argument, batch norm and dropout.
+      running_average: embed with `train=False` (batch norm's running averages, no dropout)
+        instead of the episode's batch statistics.
 
     Returns:
-      A `Learner`; `predict` gives query logits `[Q, N]`.
+      A `Learner`; `predict` gives query logits `[Q, N]`. Its adaptation is `learner.adapt`:
+      `adapt(variables, task, key) -> {"prototypes": [N, D], "query": [Q, D]}` (the class
+      prototypes and the query embeddings the logits are computed from).
     """
+    net = as_network(embedding)
 
-    def embed(params: Params, task: Task) -> tuple[Array, Array]:
+    def embed(variables: Variables, task: Task, key: PRNGKey | None):
         n_support = task.support_x.shape[0]
-        z = embedding.apply(params, jnp.concatenate([task.support_x, task.query_x]))
-        return z[:n_support], z[n_support:]
+        z, state = net.apply(variables, jnp.concatenate([task.support_x, task.query_x]), key=key,
+                             train=not running_average)
+        return z[:n_support], z[n_support:], state
 
-    def init(key: PRNGKey, task: Task) -> Params:
-        return embedding.init(key, task.support_x)
+    def init(key: PRNGKey, task: Task) -> Variables:
+        return net.init(key, task.support_x)
 
-    def predict(params: Params, task: Task, key: PRNGKey | None = None) -> Array:
-        del key
-        support, query = embed(params, task)
-        return -squared_distances(query, prototypes(support, task.support_y, task.num_classes))
+    def adapt_with_state(variables: Variables, task: Task, key: PRNGKey | None = None):
+        support, query, state = embed(variables, task, key)
+        return {"prototypes": prototypes(support, task.support_y, task.num_classes),
+                "query": query}, state
 
-    def loss(params: Params, task: Task, key: PRNGKey | None = None):
-        return cross_entropy(predict(params, task, key), task.query_y)
+    def adapt(variables: Variables, task: Task, key: PRNGKey | None = None) -> dict:
+        return adapt_with_state(variables, task, key)[0]
 
-    return Learner(init=init, loss=loss, predict=predict)
+    def predict(variables: Variables, task: Task, key: PRNGKey | None = None) -> Array:
+        fitted = adapt(variables, task, key)
+        return -squared_distances(fitted["query"], fitted["prototypes"])
+
+    def loss_and_state(variables: Variables, task: Task, key: PRNGKey | None = None):
+        fitted, state = adapt_with_state(variables, task, key)
+        value, metrics = cross_entropy(-squared_distances(fitted["query"], fitted["prototypes"]),
+                                       task.query_y)
+        return value, (metrics, state)
+
+    def loss(variables: Variables, task: Task, key: PRNGKey | None = None):
+        value, (metrics, _) = loss_and_state(variables, task, key)
+        return value, metrics
+
+    return Learner(init=init, loss=loss, predict=predict, adapt=adapt,
+                   loss_and_state=loss_and_state)

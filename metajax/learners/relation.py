@@ -14,7 +14,8 @@ import jax
 import jax.numpy as jnp
 
 from metajax.nets import BatchNorm, max_pool_2x2
-from metajax.types import Array, Learner, Params, PRNGKey, Task
+from metajax.nets.network import network
+from metajax.types import Array, Learner, PRNGKey, Task, Variables
 
 
 def _norm_relu_pool(x: Array, pool: bool) -> Array:
@@ -126,26 +127,39 @@ class RelationNet(nn.Module):
         return nn.sigmoid(self.relation(classes, query))
 
 
-def relation_net(net: RelationNet) -> Learner:
-    """Relation Networks over `net` (for example `RelationNet(width=64)`).
+def relation_net(net: nn.Module, *, running_average: bool = False) -> Learner:
+    """Relation Networks over `net` (for example `RelationNet(width=64)`, or any Flax module with
+    its call `(support_x, support_y, query_x, num_classes[, train]) -> [Q, N]` scores).
+
+    Other collections are state, the key reaches the module's rng streams, and `train` is
+    `not running_average` (`metajax.nets.network`). There is no adaptation step: the network
+    scores the query set against the support set directly.
 
     Returns:
       A `Learner`; `predict` gives relation scores `[Q, N]` in [0, 1]; `loss` is their mean squared
       error against the one-hot query labels.
     """
+    wrapped = network(net)
 
-    def init(key: PRNGKey, task: Task) -> Params:
-        return net.init(key, task.support_x, task.support_y, task.query_x, task.num_classes)
+    def init(key: PRNGKey, task: Task) -> Variables:
+        return wrapped.init(key, task.support_x, task.support_y, task.query_x, task.num_classes)
 
-    def predict(params: Params, task: Task, key: PRNGKey | None = None) -> Array:
-        del key
-        return net.apply(params, task.support_x, task.support_y, task.query_x, task.num_classes)
+    def scores_and_state(variables: Variables, task: Task, key: PRNGKey | None = None):
+        return wrapped.apply(variables, task.support_x, task.support_y, task.query_x,
+                             task.num_classes, key=key, train=not running_average)
 
-    def loss(params: Params, task: Task, key: PRNGKey | None = None):
-        scores = predict(params, task, key)
+    def predict(variables: Variables, task: Task, key: PRNGKey | None = None) -> Array:
+        return scores_and_state(variables, task, key)[0]
+
+    def loss_and_state(variables: Variables, task: Task, key: PRNGKey | None = None):
+        scores, state = scores_and_state(variables, task, key)
         target = jax.nn.one_hot(task.query_y, task.num_classes, dtype=scores.dtype)
         value = jnp.mean(jnp.square(scores - target))
         accuracy = jnp.mean(jnp.argmax(scores, axis=-1) == task.query_y)
-        return value, {"loss": value, "accuracy": accuracy}
+        return value, ({"loss": value, "accuracy": accuracy}, state)
 
-    return Learner(init=init, loss=loss, predict=predict)
+    def loss(variables: Variables, task: Task, key: PRNGKey | None = None):
+        value, (metrics, _) = loss_and_state(variables, task, key)
+        return value, metrics
+
+    return Learner(init=init, loss=loss, predict=predict, loss_and_state=loss_and_state)

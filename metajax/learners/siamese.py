@@ -21,7 +21,8 @@ import optax
 
 from metajax.data.pairs import Pairs
 from metajax.nets import BatchNorm, Conv4, max_pool_2x2
-from metajax.types import Array, Learner, Metrics, Params, PRNGKey, Task
+from metajax.nets.network import Network, accepts_train, network
+from metajax.types import Array, Learner, Metrics, Params, PRNGKey, Task, Variables
 
 
 class KochEmbedding(nn.Module):
@@ -77,23 +78,33 @@ class SiameseNet(nn.Module):
     def setup(self):
         self.head = nn.Dense(1)
 
-    def embed(self, x: Array) -> Array:
-        return self.embedding(x)
+    def embed(self, x: Array, train: bool = True) -> Array:
+        extra = {"train": train} if accepts_train(self.embedding) else {}
+        return self.embedding(x, **extra)
 
     def score(self, h1: Array, h2: Array) -> Array:
         return self.head(jnp.abs(h1 - h2))[..., 0]
 
-    def __call__(self, x1: Array, x2: Array) -> Array:
-        h = self.embed(jnp.concatenate([x1, x2]))
+    def __call__(self, x1: Array, x2: Array, train: bool = True) -> Array:
+        h = self.embed(jnp.concatenate([x1, x2]), train)
         return self.score(h[: x1.shape[0]], h[x1.shape[0]:])
 
 
 def pair_logits(net: SiameseNet, params: Params, task: Task) -> Array:
-    """Logits `[Q, S]` of every (query, support example) pair of an episode."""
+    """Logits `[Q, S]` of every (query, support example) pair of an episode (metajax's own
+    embeddings: no state, no randomness; `siamese` handles the general case)."""
+    return _pair_logits(network(net), params, task, None, True)[0]
+
+
+def _pair_logits(wrapped: Network, variables: Variables, task: Task, key: PRNGKey | None,
+                 train: bool) -> tuple[Array, dict]:
     n_support = task.support_x.shape[0]
-    h = net.apply(params, jnp.concatenate([task.support_x, task.query_x]), method=SiameseNet.embed)
+    h, state = wrapped.apply(variables, jnp.concatenate([task.support_x, task.query_x]), key=key,
+                             train=train, method=SiameseNet.embed)
     hs, hq = h[:n_support], h[n_support:]
-    return net.apply(params, hq[:, None, :], hs[None, :, :], method=SiameseNet.score)
+    logits, _ = wrapped.apply(variables, hq[:, None, :], hs[None, :, :], train=False,
+                              method=SiameseNet.score)
+    return logits, state
 
 
 def class_scores(logits: Array, support_y: Array, num_classes: int) -> Array:
@@ -109,35 +120,52 @@ def verification_loss(logits: Array, same: Array) -> tuple[Array, Metrics]:
     return loss, {"loss": loss, "accuracy": accuracy}
 
 
-def siamese(net: SiameseNet) -> Learner:
-    """Siamese network learner over `net` (for example `SiameseNet(SmallSiameseEmbedding())`).
+def siamese(net: SiameseNet, *, running_average: bool = False) -> Learner:
+    """Siamese network learner over `net` (for example `SiameseNet(SmallSiameseEmbedding())`, or
+    `SiameseNet(MyEmbedding())` with a user's own Flax embedding, `train` argument optional).
+
+    Both inputs of a pair batch (or support and query of an episode) are embedded in one batch, with
+    `train=not running_average`; other collections are state and the key reaches the embedding's
+    rng streams (`metajax.nets.network`).
 
     Returns:
       A `Learner`. On a `Pairs` batch, `loss` is the verification loss and `predict` the pair
       logits `[P]`; on an N-way `Task`, `predict` gives class scores `[Q, N]` and `loss` the
       verification loss over all query/support pairs with the one-shot classification accuracy.
+      `adapt(variables, task, key) -> {"pair_logits": [Q, S]}` on a `Task`.
     """
+    wrapped = network(net)
+    train = not running_average
 
-    def init(key: PRNGKey, task: Task | Pairs) -> Params:
+    def init(key: PRNGKey, task: Task | Pairs) -> Variables:
         if isinstance(task, Pairs):
-            return net.init(key, task.x1, task.x2)
-        return net.init(key, task.support_x, task.query_x)
+            return wrapped.init(key, task.x1, task.x2)
+        return wrapped.init(key, task.support_x, task.support_x)
 
-    def predict(params: Params, task: Task | Pairs, key: PRNGKey | None = None) -> Array:
-        del key
+    def predict(variables: Variables, task: Task | Pairs, key: PRNGKey | None = None) -> Array:
         if isinstance(task, Pairs):
-            return net.apply(params, task.x1, task.x2)
-        return class_scores(pair_logits(net, params, task), task.support_y, task.num_classes)
+            return wrapped.apply(variables, task.x1, task.x2, key=key, train=train)[0]
+        logits, _ = _pair_logits(wrapped, variables, task, key, train)
+        return class_scores(logits, task.support_y, task.num_classes)
 
-    def loss(params: Params, task: Task | Pairs, key: PRNGKey | None = None):
-        del key
+    def loss_and_state(variables: Variables, task: Task | Pairs, key: PRNGKey | None = None):
         if isinstance(task, Pairs):
-            return verification_loss(net.apply(params, task.x1, task.x2), task.same)
-        logits = pair_logits(net, params, task)
+            logits, state = wrapped.apply(variables, task.x1, task.x2, key=key, train=train)
+            value, metrics = verification_loss(logits, task.same)
+            return value, (metrics, state)
+        logits, state = _pair_logits(wrapped, variables, task, key, train)
         same = (task.query_y[:, None] == task.support_y[None, :]).astype(jnp.float32)
         value, _ = verification_loss(logits, same)
         scores = class_scores(logits, task.support_y, task.num_classes)
         accuracy = jnp.mean(jnp.argmax(scores, axis=-1) == task.query_y)
-        return value, {"loss": value, "accuracy": accuracy}
+        return value, ({"loss": value, "accuracy": accuracy}, state)
 
-    return Learner(init=init, loss=loss, predict=predict)
+    def loss(variables: Variables, task: Task | Pairs, key: PRNGKey | None = None):
+        value, (metrics, _) = loss_and_state(variables, task, key)
+        return value, metrics
+
+    def adapt(variables: Variables, task: Task, key: PRNGKey | None = None) -> dict:
+        return {"pair_logits": _pair_logits(wrapped, variables, task, key, train)[0]}
+
+    return Learner(init=init, loss=loss, predict=predict, adapt=adapt,
+                   loss_and_state=loss_and_state)

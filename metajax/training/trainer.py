@@ -19,6 +19,7 @@ import orbax.checkpoint as ocp
 from flax import struct
 from tqdm import tqdm
 
+from metajax.nets.network import mean_state, trainable_part
 from metajax.training.sharding import (
     check_divisible,
     replicated,
@@ -38,6 +39,10 @@ class CheckpointExists(RuntimeError):
 
 @struct.dataclass
 class TrainState:
+    """`params` holds the learner's whole variables (`params` and any state collection such as
+    `batch_stats`); `opt_state` is the optimiser's state over the trainable part only
+    (`metajax.nets.network.trainable_part`)."""
+
     step: jax.Array
     params: Params
     opt_state: optax.OptState
@@ -46,11 +51,25 @@ class TrainState:
 
 def init_state(learner: Learner, optimizer: optax.GradientTransformation, key: jax.Array,
                example_task: Task) -> TrainState:
-    """Meta-parameters from `learner.init` and a fresh optimiser state, at step 0. The init is
-    jitted: run eagerly, a Flax network's initialisation is op by op and takes seconds."""
+    """Meta-parameters from `learner.init` and a fresh optimiser state over their trainable part,
+    at step 0. The init is jitted: run eagerly, a Flax network's initialisation is op by op and
+    takes seconds."""
     params = jax.jit(learner.init)(key, example_task)
     inner = None if learner.init_inner_state is None else learner.init_inner_state(params)
-    return TrainState(jnp.zeros((), jnp.int32), params, optimizer.init(params), inner)
+    return TrainState(jnp.zeros((), jnp.int32), params,
+                      optimizer.init(trainable_part(params)[0]), inner)
+
+
+def loss_and_state_of(learner: Learner) -> Callable:
+    """`learner.loss_and_state`, or `learner.loss` with an empty state for learners without it."""
+    if learner.loss_and_state is not None:
+        return learner.loss_and_state
+
+    def from_loss(variables, task, key):
+        value, metrics = learner.loss(variables, task, key)
+        return value, (metrics, {})
+
+    return from_loss
 
 
 TASK_MAPS = ("vmap", "map", "map:N", "auto")
@@ -104,7 +123,8 @@ def meta_batch_loss(learner: Learner, params: Params, tasks: Task, keys: jax.Arr
 
 def meta_gradient(learner: Learner, params: Params, tasks: Task, keys: jax.Array,
                   task_map: str = "vmap"):
-    """The meta-batch's update direction: grad of the mean loss, or the mean of `learner.meta_grad`.
+    """The meta-batch's update direction over the trainable part of `params` (all of it when
+    there is no state collection): grad of the mean loss, or the mean of `learner.meta_grad`.
     A stateful learner (`init_inner_state`) starts from its initial state here; the trainer uses
     `meta_update`, which carries the state."""
     grads, metrics, _ = meta_update(learner, params, tasks, keys, task_map)
@@ -117,25 +137,52 @@ def meta_update(learner: Learner, params: Params, tasks: Task, keys: jax.Array,
     the state after this meta-batch: every task starts from `inner_state` (default: the learner's
     initial state) and the mean of the tasks' states is kept (integer leaves, such as step counts,
     are equal across tasks and kept as they are)."""
-    if learner.meta_grad is None and resolve_task_map(task_map) == "vmap":
-        grad_fn = jax.grad(lambda p: meta_batch_loss(learner, p, tasks, keys, task_map),
-                           has_aux=True)
-        return *grad_fn(params), inner_state
+    direction, metrics, inner_state, _ = meta_step_parts(learner, params, tasks, keys, task_map,
+                                                         inner_state)
+    return direction, metrics, inner_state
+
+
+def meta_step_parts(learner: Learner, variables: Params, tasks: Task, keys: jax.Array,
+                    task_map: str = "vmap", inner_state: Any = None):
+    """`(direction, metrics, inner_state, model_state)`: `meta_update`'s results and the learner's
+    non-`params` collections after the meta-batch (each task starts from the same collections;
+    the mean over tasks of what they return is kept: running averages of batch norm, say)."""
+    trainable, model_state = trainable_part(variables)
+    loss_and_state = loss_and_state_of(learner)
     mean = lambda tree: jax.tree.map(lambda g: g.mean(axis=0), tree)  # noqa: E731
-    if learner.meta_grad is None or learner.init_inner_state is None:
-        # mapped tasks without a meta_grad take each task's (chunk's) gradient inside the loop, so
-        # only one chunk's activations are alive at a time; the gradient of the whole loop would
-        # keep every task's residuals until the backward pass
-        per_task = learner.meta_grad or jax.grad(learner.loss, has_aux=True)
-        grads, metrics = map_over_tasks(per_task, task_map)(params, tasks, keys)
-        return mean(grads), jax.tree.map(jnp.mean, metrics), inner_state
+
+    def task_loss(tr, task, key):
+        return loss_and_state({**model_state, **tr} if model_state else tr, task, key)
+
+    if learner.meta_grad is None and resolve_task_map(task_map) == "vmap":
+        def batch_loss(tr):
+            losses, (metrics, states) = jax.vmap(lambda t, k: task_loss(tr, t, k))(tasks, keys)
+            return losses.mean(), (jax.tree.map(jnp.mean, metrics), states)
+
+        grads, (metrics, states) = jax.grad(batch_loss, has_aux=True)(trainable)
+        return grads, metrics, inner_state, {**model_state, **mean_state(states)}
+    if learner.meta_grad is None:
+        # mapped tasks take each task's (chunk's) gradient inside the loop, so only one chunk's
+        # activations are alive at a time; the gradient of the whole loop would keep every task's
+        # residuals until the backward pass
+        def per_task(tr, task, key):
+            grads, (metrics, states) = jax.grad(task_loss, has_aux=True)(tr, task, key)
+            return grads, metrics, states
+
+        grads, metrics, states = map_over_tasks(per_task, task_map)(trainable, tasks, keys)
+        return (mean(grads), jax.tree.map(jnp.mean, metrics), inner_state,
+                {**model_state, **mean_state(states)})
+    if learner.init_inner_state is None:
+        grads, metrics = map_over_tasks(learner.meta_grad, task_map)(variables, tasks, keys)
+        return (trainable_part(mean(grads))[0], jax.tree.map(jnp.mean, metrics), inner_state,
+                model_state)
     if inner_state is None:
-        inner_state = learner.init_inner_state(params)
+        inner_state = learner.init_inner_state(variables)
     grads, metrics, states = map_over_tasks(
-        lambda p, t, k: learner.meta_grad(p, t, k, inner_state), task_map)(params, tasks, keys)
+        lambda p, t, k: learner.meta_grad(p, t, k, inner_state), task_map)(variables, tasks, keys)
     states = jax.tree.map(
         lambda s: s[0] if jnp.issubdtype(s.dtype, jnp.integer) else s.mean(axis=0), states)
-    return mean(grads), jax.tree.map(jnp.mean, metrics), states
+    return trainable_part(mean(grads))[0], jax.tree.map(jnp.mean, metrics), states, model_state
 
 
 def make_train_step(learner: Learner, optimizer: optax.GradientTransformation, sample: SampleFn,
@@ -157,10 +204,12 @@ def make_train_step(learner: Learner, optimizer: optax.GradientTransformation, s
         tasks = jax.vmap(sample, in_axes=(0, None))(jax.random.split(k_tasks, meta_batch), data)
         tasks = jax.lax.with_sharding_constraint(tasks, tasks_sharded)
         keys = jax.lax.with_sharding_constraint(jax.random.split(k_loss, meta_batch), tasks_sharded)
-        grads, metrics, inner = meta_update(learner, state.params, tasks, keys, task_map,
-                                            state.inner_state)
-        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
+        grads, metrics, inner, model_state = meta_step_parts(
+            learner, state.params, tasks, keys, task_map, state.inner_state)
+        trainable, _ = trainable_part(state.params)
+        updates, opt_state = optimizer.update(grads, state.opt_state, trainable)
+        trainable = optax.apply_updates(trainable, updates)
+        params = {**model_state, **trainable} if model_state else trainable
         return TrainState(state.step + 1, params, opt_state, inner), metrics
 
     return jax.jit(step, out_shardings=(rep, rep), donate_argnums=0)
@@ -182,14 +231,33 @@ def restore_state(out_dir: Path, abstract: TrainState, step: int | None = None) 
     return state
 
 
+def _is_metasgd_params(tree: Any) -> bool:
+    return (isinstance(tree, dict) and set(tree) == {"params"} and isinstance(tree["params"], dict)
+            and set(tree["params"]) == {"init", "lr"})
+
+
+def _metasgd_legacy_layout(tree: Any) -> Any:
+    """`tree` with every Meta-SGD `{"params": {"init": a, "lr": b}}` in the layout runs were saved
+    in before learners took whole variables dicts: `{"init": {"params": a}, "lr": {"params": b}}`.
+    Both flatten to the same leaves in the same order (dict keys sort the same way)."""
+    return jax.tree.map(
+        lambda t: ({"init": {"params": t["params"]["init"]}, "lr": {"params": t["params"]["lr"]}}
+                   if _is_metasgd_params(t) else t), tree, is_leaf=_is_metasgd_params)
+
+
 def _restore(manager: ocp.CheckpointManager, step: int, like: Any) -> Any:
     """Checkpoint `step` restored into the structure of `like`. A `TrainState` saved before it had
     `inner_state` (checkpoints written before the field existed) restores into one whose
-    `inner_state` is None."""
+    `inner_state` is None; a Meta-SGD run saved in its earlier layout is converted to the current
+    one (`_metasgd_legacy_layout`)."""
     target = jax.tree.map(ocp.utils.to_shape_dtype_struct, like)
     try:
         return manager.restore(step, args=ocp.args.StandardRestore(target))
     except ValueError:
+        legacy_target = _metasgd_legacy_layout(target)
+        if jax.tree.structure(legacy_target) != jax.tree.structure(target):
+            restored = _restore(manager, step, legacy_target)
+            return jax.tree.unflatten(jax.tree.structure(target), jax.tree.leaves(restored))
         if not (isinstance(target, TrainState) and target.inner_state is None):
             raise
         legacy = {"step": target.step, "params": target.params, "opt_state": target.opt_state}
