@@ -31,14 +31,9 @@ from common import RESULTS, parse_with_allocator, write_results  # noqa: E402
 
 from metajax.config import make_config  # noqa: E402
 from metajax.experiment import machine_info  # noqa: E402
-from metajax.l2o.meta_train import (  # noqa: E402
-    LR_GRID,
-    compare_optimizers,
-    family_and_data,
-    make_net,
-    meta_train,
-)
+from metajax.l2o.meta_train import LR_GRID, compare_optimizers  # noqa: E402
 from metajax.l2o.optimizees import MLP_VARIANTS, mlp_family  # noqa: E402
+from metajax.l2o_run import family_and_data, make_net, meta_train  # noqa: E402
 
 PAPER = ("Andrychowicz et al. 2016 (figures 2-5): on held-out problems of the training family the "
          "LSTM optimiser's loss curve ends below those of SGD, NAG, RMSprop and Adam (learning rates "

@@ -7,10 +7,7 @@ validation classes) into `eval.json`.
 
 from __future__ import annotations
 
-import dataclasses
 import json
-import os
-import platform
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,21 +16,21 @@ from typing import Any
 import jax
 import optax
 
-from metajax.allocator import current_allocator
-from metajax.config import Config, make_config
+from metajax.config import Config
 from metajax.data.episodes import check_episode_shape, episode_sampler
 from metajax.data.omniglot import load_omniglot, make_split
 from metajax.data.runs import load_runs, score_runs
 from metajax.data.sequences import check_sequence_shape, sequence_sampler
 from metajax.data.sinusoid import AMPLITUDE, PHASE, X_RANGE, sinusoid_sampler
 from metajax.data.within_alphabet import alphabet_groups, within_alphabet_sampler
+from metajax.l2o_run import evaluate_l2o_run, train_and_evaluate_l2o
 from metajax.learners import accuracy_by_instance
 from metajax.registry import TRAIN_SAMPLERS, build_learner
+from metajax.run_dir import load_config, machine_info, prepare_run_dir
 from metajax.training.evaluation import evaluate
 from metajax.training.trainer import (
     TrainState,
     init_state,
-    refuse_existing_checkpoints,
     restore_state,
     train,
 )
@@ -151,77 +148,14 @@ def sequence_result(result: dict, config: Config) -> dict:
             "accuracy_by_instance": by_instance, "accuracy_by_instance_ci95": ci95}
 
 
-def machine_info() -> dict:
-    cpu = platform.processor()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {
-        "cpu": cpu,
-        "cpu_count": os.cpu_count(),
-        # other work on the machine slows timings; the 1-minute load says how busy it was
-        "load_average_1min": round(os.getloadavg()[0], 2),
-        "devices": [str(d) for d in jax.devices()],
-        "jax": jax.__version__,
-        "python": platform.python_version(),
-        "allocator": current_allocator(),
-        # where compiled programs were read from / written to (None: compiled in this process)
-        "compilation_cache": jax.config.jax_compilation_cache_dir,
-    }
-
-
 def _example_task(source: TaskSource):
     return source.sample(jax.random.PRNGKey(0), source.data)
-
-
-def _config_defaults() -> dict:
-    return {f.name: f.default for f in dataclasses.fields(Config)
-            if f.default is not dataclasses.MISSING}
-
-
-# Settings that do not change what a run computes: a resumed run may change them.
-BOOKKEEPING = ("checkpoint_every", "log_every", "data_dir")
-
-
-def check_same_config(config: Config, out_dir: str | Path) -> None:
-    """Raises `ValueError` if `out_dir/config.json` records a configuration other than `config`
-    (the `BOOKKEEPING` settings aside: how often a run saves and logs, where the data is). Reads
-    only; a directory without `config.json` passes."""
-    config_path = Path(out_dir) / "config.json"
-    if not config_path.exists():
-        return
-    # a run saved before a setting existed ran with that setting's default
-    saved = {**_config_defaults(), **json.loads(config_path.read_text())}
-    current = config.to_dict()
-    changed = sorted(k for k in set(saved) | set(current)
-                     if saved.get(k) != current.get(k) and k not in BOOKKEEPING)
-    if changed:
-        raise ValueError(f"--resume with a different configuration (changed: {changed}); "
-                         f"use the same flags as the original run")
-
-
-def prepare_run_dir(config: Config, out_dir: str | Path, resume: bool) -> Path:
-    """Creates the run directory and writes `config.json`; a resumed run must keep its config
-    (`check_same_config`)."""
-    out_dir = Path(out_dir)
-    refuse_existing_checkpoints(out_dir, resume)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    if resume:
-        check_same_config(config, out_dir)
-    (out_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
-    return out_dir
 
 
 def train_and_evaluate(config: Config, out_dir: str | Path, resume: bool = False,
                        devices=None, progress: bool = True) -> dict:
     """Meta-trains `config.algo`, evaluates it on the test split and writes `summary.json`."""
     if config.algo == "l2o":  # the learned optimiser is not an episodic learner
-        from metajax.l2o.meta_train import train_and_evaluate_l2o
-
         return train_and_evaluate_l2o(config, out_dir, resume=resume, progress=progress)
     start = time.time()
     out_dir = prepare_run_dir(config, out_dir, resume)
@@ -270,14 +204,6 @@ def train_and_evaluate(config: Config, out_dir: str | Path, resume: bool = False
     return summary
 
 
-def load_config(out_dir: str | Path) -> Config:
-    path = Path(out_dir) / "config.json"
-    if not path.exists():
-        raise FileNotFoundError(f"{path} not found: is {out_dir} a run directory of `metajax train`?")
-    fields = json.loads(path.read_text())
-    return make_config(fields.pop("algo"), fields.pop("full_protocol"), **fields)
-
-
 def load_state(out_dir: str | Path, config: Config | None = None) -> TrainState:
     """The latest checkpoint of a run: meta-parameters, optimiser and carried inner state."""
     config = config or load_config(out_dir)
@@ -305,8 +231,6 @@ def evaluate_run(out_dir: str | Path, ways: int | None = None, shots: int | None
         raise ValueError(f"part must be 'test' or 'val', not {part!r}")
     config = load_config(out_dir)
     if config.algo == "l2o":
-        from metajax.l2o.meta_train import evaluate_l2o_run
-
         if ways or shots or queries or part != "test":
             raise ValueError("--ways, --shots, --queries and --split do not apply to a learned-"
                              "optimiser run; --episodes sets the number of held-out optimisees")

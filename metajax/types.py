@@ -5,19 +5,19 @@ a static `num_classes`; regression tasks (sinusoid) carry real targets and `num_
 tasks are the same type with a leading task axis on every array, so `jax.vmap` maps over them.
 """
 
-from __future__ import annotations
-
 from collections.abc import Callable
 from typing import Any, NamedTuple, Protocol
 
-import chex
 import jax
 from flax import struct
 
 Array = jax.Array
 PRNGKey = jax.Array
-Params = chex.ArrayTree
-Variables = chex.ArrayTree
+Params = Any
+"""A pytree of arrays (`chex.ArrayTree`; spelled `Any` so that documentation tools resolve it)."""
+Variables = Any
+OptState = Any
+"""An optax optimiser state (`optax.OptState`)."""
 """A learner's meta-parameters: for a Flax network, its whole variables dict (`params`, trained, and
 any other collection such as `batch_stats`, carried as state)."""
 Metrics = dict[str, Array]

@@ -83,7 +83,7 @@ def test_eval_of_a_missing_run_is_a_clear_error(tmp_path, capsys):
 
 def test_eval_on_the_validation_classes_of_a_split_without_them_is_a_clear_error(tmp_path, capsys):
     from metajax.config import make_config
-    from metajax.experiment import prepare_run_dir
+    from metajax.run_dir import prepare_run_dir
 
     prepare_run_dir(make_config("protonet", split="lake", steps=1), tmp_path, resume=False)
     assert main(["eval", str(tmp_path), "--split", "val", "--no-progress"]) == 2
@@ -92,7 +92,7 @@ def test_eval_on_the_validation_classes_of_a_split_without_them_is_a_clear_error
 
 def test_check_same_config_reads_only(tmp_path):
     from metajax.config import make_config
-    from metajax.experiment import check_same_config, prepare_run_dir
+    from metajax.run_dir import check_same_config, prepare_run_dir
 
     check_same_config(make_config("reptile"), tmp_path)  # no config.json: nothing to compare
     prepare_run_dir(make_config("reptile", steps=10, log_every=3), tmp_path, resume=False)
@@ -105,7 +105,7 @@ def test_check_same_config_reads_only(tmp_path):
 
 def test_resume_refuses_changed_settings_but_accepts_a_config_older_than_a_new_field(tmp_path):
     from metajax.config import make_config
-    from metajax.experiment import prepare_run_dir
+    from metajax.run_dir import prepare_run_dir
 
     config = make_config("reptile", steps=10)
     prepare_run_dir(config, tmp_path, resume=False)

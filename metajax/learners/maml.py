@@ -47,7 +47,7 @@ from metajax.nets.network import (
     split_variables,
     trainable_part,
 )
-from metajax.types import Array, Learner, Metrics, Params, PRNGKey, Task, Variables
+from metajax.types import Array, Learner, Metrics, OptState, Params, PRNGKey, Task, Variables
 
 LossName = Literal["xent", "mse"]
 Objective = Callable[[Array, Array], tuple[Array, Metrics]]
@@ -325,7 +325,7 @@ def anil(network: nn.Module, inner_lr: float = 0.4, steps: int = 1, *, head: str
 
 def reptile(network: nn.Module, inner_lr: float = 1e-3, steps: int = 5, *, inner_batch: int = 10,
             loss: LossName = "xent", keep_inner_state: bool = True,
-            test_inner_state: optax.OptState | None = None,
+            test_inner_state: OptState | None = None,
             running_average: bool = False) -> Learner:
     """Reptile (Nichol et al. 2018): move the initialisation towards the task-adapted weights.
 
@@ -359,7 +359,7 @@ def reptile(network: nn.Module, inner_lr: float = 1e-3, steps: int = 5, *, inner
         return net.init(key, task.support_x)
 
     def train_on(variables: Variables, x: Array, y: Array, batches: Array, key: PRNGKey | None,
-                 opt_state: optax.OptState | None = None):
+                 opt_state: OptState | None = None):
         """Adam steps on `x[batches[i]]` for each row i of `batches [steps, b]`, from `opt_state`
         (default: fresh). Returns (adapted variables, last step's metrics, Adam state)."""
         trainable, state = trainable_part(variables)

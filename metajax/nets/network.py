@@ -9,8 +9,6 @@ stream per name (`dropout`, and any other name the module asks for through `make
 without a `train` argument (metajax's own nets) are called as before.
 """
 
-from __future__ import annotations
-
 import inspect
 from collections.abc import Callable
 from typing import Any, NamedTuple

@@ -26,7 +26,7 @@ from metajax.training.sharding import (
     task_mesh,
     task_sharding,
 )
-from metajax.types import Learner, Metrics, Params, SampleFn, Task
+from metajax.types import Learner, Metrics, OptState, Params, SampleFn, Task
 
 
 class TrainingDiverged(RuntimeError):
@@ -45,7 +45,7 @@ class TrainState:
 
     step: jax.Array
     params: Params
-    opt_state: optax.OptState
+    opt_state: OptState
     inner_state: Any = None  # a stateful learner's carried state (`Learner.init_inner_state`)
 
 

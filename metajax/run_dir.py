@@ -1,0 +1,85 @@
+"""Run directories of `metajax train` (application): the machine a run ran on, its `config.json`,
+and the check that a resumed run keeps its configuration."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import platform
+from pathlib import Path
+
+import jax
+
+from metajax.allocator import current_allocator
+from metajax.config import Config, make_config
+from metajax.training.trainer import refuse_existing_checkpoints
+
+
+def machine_info() -> dict:
+    cpu = platform.processor()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "cpu": cpu,
+        "cpu_count": os.cpu_count(),
+        # other work on the machine slows timings; the 1-minute load says how busy it was
+        "load_average_1min": round(os.getloadavg()[0], 2),
+        "devices": [str(d) for d in jax.devices()],
+        "jax": jax.__version__,
+        "python": platform.python_version(),
+        "allocator": current_allocator(),
+        # where compiled programs were read from / written to (None: compiled in this process)
+        "compilation_cache": jax.config.jax_compilation_cache_dir,
+    }
+
+
+def _config_defaults() -> dict:
+    return {f.name: f.default for f in dataclasses.fields(Config)
+            if f.default is not dataclasses.MISSING}
+
+
+# Settings that do not change what a run computes: a resumed run may change them.
+BOOKKEEPING = ("checkpoint_every", "log_every", "data_dir")
+
+
+def check_same_config(config: Config, out_dir: str | Path) -> None:
+    """Raises `ValueError` if `out_dir/config.json` records a configuration other than `config`
+    (the `BOOKKEEPING` settings aside: how often a run saves and logs, where the data is). Reads
+    only; a directory without `config.json` passes."""
+    config_path = Path(out_dir) / "config.json"
+    if not config_path.exists():
+        return
+    # a run saved before a setting existed ran with that setting's default
+    saved = {**_config_defaults(), **json.loads(config_path.read_text())}
+    current = config.to_dict()
+    changed = sorted(k for k in set(saved) | set(current)
+                     if saved.get(k) != current.get(k) and k not in BOOKKEEPING)
+    if changed:
+        raise ValueError(f"--resume with a different configuration (changed: {changed}); "
+                         f"use the same flags as the original run")
+
+
+def prepare_run_dir(config: Config, out_dir: str | Path, resume: bool) -> Path:
+    """Creates the run directory and writes `config.json`; a resumed run must keep its config
+    (`check_same_config`)."""
+    out_dir = Path(out_dir)
+    refuse_existing_checkpoints(out_dir, resume)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if resume:
+        check_same_config(config, out_dir)
+    (out_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
+    return out_dir
+
+
+def load_config(out_dir: str | Path) -> Config:
+    path = Path(out_dir) / "config.json"
+    if not path.exists():
+        raise FileNotFoundError(f"{path} not found: is {out_dir} a run directory of `metajax train`?")
+    fields = json.loads(path.read_text())
+    return make_config(fields.pop("algo"), fields.pop("full_protocol"), **fields)
