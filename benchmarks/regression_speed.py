@@ -49,7 +49,8 @@ def speed(tree: Path, order: int, meta_batch: int, repeats: int) -> dict:
     if "median_s" not in row:
         raise SystemExit(f"{tree}: order {order}: {row}")
     return {"median_s": row["median_s"], "min_s": row["min_s"], "max_s": row["max_s"],
-            "compile_s": row["compile_s"], "machine": payload["machine"]}
+            "compile_s": row["compile_s"], "machine": payload["machine"],
+            "allocator_env": payload["allocator_env"]}
 
 
 def train(tree: Path, algo: str, run_dir: Path) -> dict:
@@ -81,13 +82,14 @@ def main() -> None:
     trees = {"old": args.old.resolve(), "new": args.new.resolve()}
     orders = [int(o) for o in args.orders.split(",")]
     t0 = time.time()
-    rows, lines, machine = [], [], None
+    rows, lines, machine, allocator = [], [], None, None
     for pair in range(args.pairs):
         for order in orders:
             times = {}
             for tag in ("old", "new"):
                 times[tag] = speed(trees[tag], order, args.meta_batch, args.repeats)
                 machine = times[tag].pop("machine")
+                allocator = times[tag].pop("allocator_env")
                 print(f"pair {pair + 1} order {order} {tag}: {times[tag]['median_s']:.3f} s", flush=True)
             rows.append({"order": order, "pair": pair + 1, "old": times["old"], "new": times["new"],
                          "ratio": times["new"]["median_s"] / times["old"]["median_s"]})
@@ -116,12 +118,12 @@ def main() -> None:
                            "steps_per_s_old": res["old"]["steps_per_s"],
                            "steps_per_s_new": res["new"]["steps_per_s"],
                            "reused_runs": [t for t in trees if res[t]["reused"]]})
-        lines += ["", "| train check (5-way 1-shot) | steps compared | max abs loss diff | test acc old / new "
-                  "(%) | acc diff |", "|---|---|---|---|---|"]
+        lines += ["", "| train check (5-way 1-shot) | steps compared | max abs loss diff | "
+                  "test acc old / new (%) | acc diff |", "|---|---|---|---|---|"]
         lines += [f"| {c['algo']} {c['steps']} steps, {c['episodes']} episodes | {c['steps_compared']} | "
-                  f"{c['max_abs_loss_diff']:.3g} | {100 * c['accuracy_old']:.2f} / {100 * c['accuracy_new']:.2f}"
-                  f" | {100 * c['accuracy_diff']:.3g} |" for c in checks]
-    extra = {"machine": machine} if machine else {}
+                  f"{c['max_abs_loss_diff']:.3g} | {100 * c['accuracy_old']:.2f} / "
+                  f"{100 * c['accuracy_new']:.2f} | {100 * c['accuracy_diff']:.3g} |" for c in checks]
+    extra = {"machine": machine, "allocator_env": allocator} if machine else {}
     report(args.name, rows, lines, trees={k: str(v) for k, v in trees.items()}, orders=orders,
            meta_batch=args.meta_batch, median_ratio={str(o): r for o, r in ratios.items()},
            train_check=checks, wall_s=round(time.time() - t0, 1), **extra)

@@ -55,20 +55,21 @@ def test_joint_loss_gradient_reaches_the_generator_from_both_terms():
     generator, batch = _tiny_problem()
     lam = 0.7
     learners = {w: deml(generator, 3, inner_lr=0.4, steps=1, concept_weight=w) for w in (0.0, lam)}
-    params = learners[lam].init(jax.random.PRNGKey(1), batch)
+    params = learners[lam].init(jax.random.PRNGKey(1), batch)["params"]
 
     def grad(weight):
-        return jax.jit(jax.grad(lambda p: learners[weight].loss(p, batch, None)[0]))(params)
+        return jax.jit(jax.grad(lambda p: learners[weight].loss({"params": p}, batch, None)[0]))(
+            params)
 
     def disc_loss(p):
-        concepts = generator.apply(p["generator"], batch.external_x)
+        concepts = generator.apply({"params": p["generator"]}, batch.external_x)
         logits = concepts @ p["discriminator"]["kernel"] + p["discriminator"]["bias"]
         return cross_entropy(logits, batch.external_y)[0]
 
     g0, g_lam, g_disc = grad(0.0), grad(lam), jax.jit(jax.grad(disc_loss))(params)
     # lambda = 0: the meta loss alone trains the generator and the learner, not the discriminator
     # (conv kernels; a conv bias before batch norm has no effect, hence zero gradient)
-    generator_params = g0["generator"]["params"]
+    generator_params = g0["generator"]
     assert float(jnp.abs(generator_params["Conv_0"]["kernel"]).max()) > 1e-6
     assert float(jnp.abs(generator_params["ResidualBlock_0"]["Conv_1"]["kernel"]).max()) > 1e-6
     assert all(float(jnp.abs(x).max()) > 0 for x in jax.tree.leaves(g0["learner"]))
@@ -82,19 +83,20 @@ def test_joint_loss_gradient_reaches_the_generator_from_both_terms():
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7),
                  g_lam["learner"], g0["learner"])
     # the discrimination term is non-trivial for the generator
-    assert float(jnp.abs(g_disc["generator"]["params"]["Conv_0"]["kernel"]).max()) > 1e-6
+    assert float(jnp.abs(g_disc["generator"]["Conv_0"]["kernel"]).max()) > 1e-6
 
 
 def test_metasgd_learns_its_rates_and_maml_has_none():
     generator, batch = _tiny_problem()
     params = deml(generator, 3, meta_learner="maml").init(jax.random.PRNGKey(0), batch)
-    assert set(params["learner"]) == {"init"}
+    assert set(params["params"]["learner"]) == {"init"}
     learner = deml(generator, 3, inner_lr=0.3, meta_learner="metasgd")
     params = learner.init(jax.random.PRNGKey(0), batch)
-    np.testing.assert_allclose(params["learner"]["lr"]["kernel"], 0.3)
+    np.testing.assert_allclose(params["params"]["learner"]["lr"]["kernel"], 0.3)
     g = jax.jit(jax.grad(lambda p: learner.loss(p, batch, None)[0]))(params)
-    assert float(jnp.abs(g["learner"]["lr"]["kernel"]).max()) > 0  # the rates are meta-learned
-    assert params["discriminator"]["kernel"].shape == (generator.concept_dim, 7)
+    # the rates are meta-learned
+    assert float(jnp.abs(g["params"]["learner"]["lr"]["kernel"]).max()) > 0
+    assert params["params"]["discriminator"]["kernel"].shape == (generator.concept_dim, 7)
     with pytest.raises(ValueError, match="meta_learner"):
         deml(generator, 3, meta_learner="reptile")
 

@@ -301,3 +301,81 @@ def test_public_surface():
         assert name in metajax.__all__
     for name in metajax.data.__all__:
         assert hasattr(metajax.data, name), name
+
+
+class Cell(nn.Module):
+    """A user's sequence cell: `(state, (x, prev_label), train) -> (state, logits)`, with dropout
+    and batch norm over the step's single example's features."""
+
+    outputs: int = 5
+
+    def initial_state(self):
+        return jnp.zeros((8,))
+
+    @nn.compact
+    def __call__(self, state, inputs, train: bool = True):
+        x, prev = inputs
+        h = nn.Dense(8)(jnp.concatenate([x.reshape(-1), prev]))[None]
+        h = nn.BatchNorm(use_running_average=not train)(jnp.concatenate([h, state[None]]))[0]
+        h = nn.Dropout(0.5, deterministic=not train)(jnp.tanh(h))
+        return h, nn.Dense(self.outputs)(h)
+
+
+def test_sequence_baseline_and_deml_learners_take_stock_flax_modules():
+    from metajax.data.sequences import sample_sequence
+    from metajax.learners import ConceptBatch, deml, finetune_learner, pretrain_learner
+    from metajax.learners.baselines import ClassBatch
+    from metajax.learners.blackbox import sequence_learner
+
+    rng = np.random.default_rng(0)
+    images = jnp.asarray(rng.integers(0, 255, (12, 4, 6, 6, 1), dtype=np.uint8))
+    episode = sample_sequence(KEY, images, 3, 2)
+    learner = sequence_learner(Cell(outputs=3))
+    task = _task(6)
+    batch = ClassBatch(task.support_x, task.support_y, jnp.zeros((), jnp.int32), 5, 1)
+    concept = ConceptBatch(task, task.query_x, task.query_y % 3, 3)
+    trunk = Net(0.5, outputs=8)
+    cases = [(learner, episode), (pretrain_learner(trunk=trunk), batch),
+             (deml(Net(0.5, outputs=8), 5, 0.3, 1), concept)]
+    for learner, inputs in cases:
+        v = learner.init(KEY, inputs)
+        leaves = jax.tree_util.tree_flatten_with_path(v)[0]
+        assert any("batch_stats" in jax.tree_util.keystr(path) for path, _ in leaves)
+        value = learner.loss(v, inputs, KEY)[0]
+        assert np.isfinite(value) and value == learner.loss(v, inputs, KEY)[0]
+        assert value != learner.loss(v, inputs, OTHER)[0]  # dropout reached the module
+        value, (_, state) = learner.loss_and_state(v, inputs, KEY)
+        assert _differ(state, {k: t for k, t in v.items() if k != "params"})
+    # the test phase of the baselines embeds with the pre-trained trunk of the user's module
+    pre = pretrain_learner(trunk=trunk).init(KEY, batch)
+    tuned = finetune_learner(trunk=trunk, head_steps=5, finetune_steps=2)
+    trunk_vars, head = tuned.adapt(pre, task, KEY)
+    assert set(trunk_vars) == {"params", "batch_stats"} and head["kernel"].shape == (8, 5)
+    assert np.isfinite(tuned.loss(pre, task, KEY)[0])
+
+
+def test_deml_runs_saved_in_the_earlier_layout_restore(tmp_path):
+    import orbax.checkpoint as ocp
+
+    from metajax.learners import ConceptBatch, deml
+    from metajax.nets import ConceptResNet
+    from metajax.training import TrainState, restore_state
+
+    task = _task(7)
+    learner = deml(ConceptResNet(width=4, stages=1, blocks=1), 5, 0.3, 1)
+    optimizer = optax.adam(1e-3)
+    state = init_state(learner, optimizer, KEY, ConceptBatch(task, task.query_x, task.query_y, 5))
+    p = state.params["params"]
+    legacy = {"generator": {"params": p["generator"]}, "discriminator": p["discriminator"],
+              "learner": p["learner"]}
+    saved = TrainState(state.step + 3, legacy, optimizer.init(legacy))
+    manager = ocp.CheckpointManager((tmp_path / "checkpoints").absolute(),
+                                    options=ocp.CheckpointManagerOptions(create=True))
+    manager.save(3, args=ocp.args.StandardSave(saved))
+    manager.wait_until_finished()
+    manager.close()
+    restored = restore_state(tmp_path, state)
+    assert int(restored.step) == 3
+    for a, b in zip(jax.tree.leaves(restored.params), jax.tree.leaves(legacy), strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert jax.tree.structure(restored) == jax.tree.structure(state)

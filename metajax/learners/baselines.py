@@ -24,7 +24,15 @@ from flax import struct
 from metajax.data.episodes import to_float
 from metajax.learners.classification import cross_entropy
 from metajax.nets import Conv4
-from metajax.types import Array, Learner, Params, PRNGKey, Task
+from metajax.nets.network import (
+    Network,
+    accepts_train,
+    merge_variables,
+    network,
+    same_dtypes,
+    split_variables,
+)
+from metajax.types import Array, Learner, Params, PRNGKey, Task, Variables
 
 COSINE_SCALE = 10.0  # Chen et al.'s scale factor for the cosine classifier
 
@@ -84,15 +92,22 @@ def head_logits(head: dict, z: Array, cosine: bool) -> Array:
 
 
 class PretrainNet(nn.Module):
-    """conv4 trunk + `num_tasks` heads of `num_classes` outputs (one head unless multi-task)."""
+    """A trunk (conv4, or `trunk`: any Flax module `[B, ...] -> [B, D]`) + `num_tasks` heads of
+    `num_classes` outputs (one head unless multi-task). The trunk's variables are under `trunk`
+    in every collection."""
 
     width: int = 64
     downsample: str = "maxpool"
     cosine: bool = False
+    trunk: nn.Module | None = None
 
     @nn.compact
-    def __call__(self, x: Array, task: Array, num_classes: int, num_tasks: int) -> Array:
-        z = Conv4(width=self.width, downsample=self.downsample, name="trunk")(x)
+    def __call__(self, x: Array, task: Array, num_classes: int, num_tasks: int,
+                 train: bool = True) -> Array:
+        if self.trunk is None:
+            z = Conv4(width=self.width, downsample=self.downsample, name="trunk")(x)
+        else:
+            z = self.trunk(x, **({"train": train} if accepts_train(self.trunk) else {}))
         kernel = self.param("kernel", nn.initializers.lecun_normal(batch_axis=(0,)),
                             (num_tasks, z.shape[-1], num_classes))
         bias = self.param("bias", nn.initializers.zeros, (num_tasks, num_classes))
@@ -100,8 +115,9 @@ class PretrainNet(nn.Module):
 
 
 def trunk_params(params: Params) -> Params:
-    """The conv4 trunk's variables, as `Conv4.apply` takes them."""
-    return {"params": params["params"]["trunk"]}
+    """The trunk's variables (every collection's `trunk` entry), as the trunk's `apply` takes
+    them."""
+    return {name: tree["trunk"] for name, tree in params.items() if "trunk" in tree}
 
 
 def _trunk_layers(trunk: Params) -> list[str]:
@@ -110,21 +126,33 @@ def _trunk_layers(trunk: Params) -> list[str]:
     return sorted(names, key=lambda n: (int(n.rsplit("_", 1)[1]), not n.startswith("Conv")))
 
 
-def pretrain_learner(width: int = 64, downsample: str = "maxpool", cosine: bool = False) -> Learner:
-    """The training phase of every baseline: cross-entropy of the classifier on a `ClassBatch`."""
-    net = PretrainNet(width, downsample, cosine)
+def pretrain_learner(width: int = 64, downsample: str = "maxpool", cosine: bool = False, *,
+                     trunk: nn.Module | None = None) -> Learner:
+    """The training phase of every baseline: cross-entropy of the classifier on a `ClassBatch`.
+    `trunk` (default conv4 of `width`, `downsample`) may be any Flax module; its other
+    collections are state and the key reaches its rng streams (`metajax.nets.network`)."""
+    net = network(PretrainNet(width, downsample, cosine, trunk))
 
-    def init(key: PRNGKey, batch: ClassBatch) -> Params:
+    def init(key: PRNGKey, batch: ClassBatch) -> Variables:
         return net.init(key, batch.x, batch.task, batch.num_classes, batch.num_tasks)
 
-    def predict(params: Params, batch: ClassBatch, key: PRNGKey | None = None) -> Array:
-        del key
-        return net.apply(params, batch.x, batch.task, batch.num_classes, batch.num_tasks)
+    def logits_and_state(variables: Variables, batch: ClassBatch, key: PRNGKey | None = None):
+        return net.apply(variables, batch.x, batch.task, batch.num_classes, batch.num_tasks,
+                         key=key, train=True)
 
-    def loss(params: Params, batch: ClassBatch, key: PRNGKey | None = None):
-        return cross_entropy(predict(params, batch), batch.y)
+    def predict(variables: Variables, batch: ClassBatch, key: PRNGKey | None = None) -> Array:
+        return logits_and_state(variables, batch, key)[0]
 
-    return Learner(init=init, loss=loss, predict=predict)
+    def loss_and_state(variables: Variables, batch: ClassBatch, key: PRNGKey | None = None):
+        logits, state = logits_and_state(variables, batch, key)
+        value, metrics = cross_entropy(logits, batch.y)
+        return value, (metrics, state)
+
+    def loss(variables: Variables, batch: ClassBatch, key: PRNGKey | None = None):
+        value, (metrics, _) = loss_and_state(variables, batch, key)
+        return value, metrics
+
+    return Learner(init=init, loss=loss, predict=predict, loss_and_state=loss_and_state)
 
 
 def fit_head(z: Array, labels: Array, num_classes: int, *, cosine: bool, steps: int,
@@ -151,71 +179,83 @@ def fit_head(z: Array, labels: Array, num_classes: int, *, cosine: bool, steps: 
     return head
 
 
-def finetune(trunk: nn.Module, trunk_vars: Params, head: dict, task: Task, *, cosine: bool,
-             steps: int, lr: float) -> tuple[Params, dict]:
+def finetune(trunk: nn.Module | Network, trunk_vars: Params, head: dict, task: Task, *,
+             cosine: bool, steps: int, lr: float, key: PRNGKey | None = None,
+             train: bool = True) -> tuple[Params, dict]:
     """Fine-tunes trunk and head together on the support set for `steps` Adam steps, unfreezing
     the trunk's layers one at a time from the earliest: layer i (of L) trains from step
     `i * steps / L` on, so all are training by the end. Returns the new (trunk vars, head)."""
+    net = trunk if isinstance(trunk, Network) else network(trunk)
     layers = _trunk_layers(trunk_vars)
     opt = optax.adam(lr)
-    both = (trunk_vars, head)
+    params, collections = split_variables(trunk_vars)
+    both = ({"params": params}, head)
 
-    def support_loss(b):
-        z = trunk.apply(b[0], jnp.concatenate([task.support_x, task.query_x]))
+    def support_loss(b, colls, k):
+        z, colls = net.apply(merge_variables(b[0]["params"], colls),
+                             jnp.concatenate([task.support_x, task.query_x]), key=k, train=train)
         logits = head_logits(b[1], z[: task.support_x.shape[0]], cosine)
-        return cross_entropy(logits, task.support_y)[0]
+        return cross_entropy(logits, task.support_y)[0], colls
 
     def masked(tree, unfrozen):
         return {"params": {name: jax.tree.map(lambda t, k=k: t * (k < unfrozen), tree["params"][name])
                            for k, name in enumerate(layers)}}
 
     def step(carry, i):
-        b, state = carry
+        b, state, colls = carry
         unfrozen = jnp.floor(i * len(layers) / steps) + 1  # layers training at this step
-        grads = jax.grad(support_loss)(b)
+        k = None if key is None else jax.random.fold_in(key, i)
+        grads, new = jax.grad(support_loss, has_aux=True)(b, colls, k)
         grads = (masked(grads[0], unfrozen), grads[1])
         updates, state = opt.update(grads, state, b)
         updates = (masked(updates[0], unfrozen), updates[1])
-        return (optax.apply_updates(b, updates), state), None
+        return (optax.apply_updates(b, updates), state, same_dtypes(new, colls)), None
 
-    (both, _), _ = jax.lax.scan(step, (both, opt.init(both)), jnp.arange(steps))
-    return both
+    (both, _, collections), _ = jax.lax.scan(step, (both, opt.init(both), collections),
+                                             jnp.arange(steps))
+    return merge_variables(both[0]["params"], collections), both[1]
 
 
 def finetune_learner(width: int = 64, downsample: str = "maxpool", cosine: bool = False,
                      head_steps: int = 100, head_lr: float = 0.01, finetune_steps: int = 0,
-                     finetune_lr: float = 1e-4) -> Learner:
+                     finetune_lr: float = 1e-4, *, trunk: nn.Module | None = None,
+                     running_average: bool = False) -> Learner:
     """The test phase of every baseline: embed the episode with the pre-trained trunk (support and
-    query in one batch, as the other learners' batch norm does), fit a new head on the support
-    set, then optionally `finetune` the trunk and the head together for `finetune_steps` steps."""
-    trunk = Conv4(width=width, downsample=downsample)
+    query in one batch, as the other learners' batch norm does; with `running_average=True` in
+    `train=False` mode), fit a new head on the support set, then optionally `finetune` the trunk and
+    the head together for `finetune_steps` steps. `trunk` is the module `pretrain_learner` was
+    given (default conv4). `adapt(variables, task, key) -> (trunk variables, head)`."""
+    net = network(trunk if trunk is not None else Conv4(width=width, downsample=downsample))
+    train = not running_average
 
-    def embed(tp: Params, task: Task) -> tuple[Array, Array]:
-        z = trunk.apply(tp, jnp.concatenate([task.support_x, task.query_x]))
+    def embed(tp: Params, task: Task, key: PRNGKey | None) -> tuple[Array, Array]:
+        z, _ = net.apply(tp, jnp.concatenate([task.support_x, task.query_x]), key=key,
+                         train=train)
         n = task.support_x.shape[0]
         return z[:n], z[n:]
 
-    def adapt(params: Params, task: Task) -> tuple[Params, dict]:
-        tp = trunk_params(params)
-        zs, _ = embed(tp, task)
+    def adapt(variables: Variables, task: Task, key: PRNGKey | None = None) -> tuple[Params, dict]:
+        k_embed, k_tune = (None, None) if key is None else jax.random.split(key)
+        tp = trunk_params(variables)
+        zs, _ = embed(tp, task, k_embed)
         head = fit_head(zs, task.support_y, task.num_classes, cosine=cosine, steps=head_steps,
                         lr=head_lr)
         if finetune_steps <= 0:
             return tp, head
-        return finetune(trunk, tp, head, task, cosine=cosine, steps=finetune_steps,
-                        lr=finetune_lr)
+        return finetune(net, tp, head, task, cosine=cosine, steps=finetune_steps,
+                        lr=finetune_lr, key=k_tune, train=train)
 
-    def predict(params: Params, task: Task, key: PRNGKey | None = None) -> Array:
-        del key
-        tp, head = adapt(params, task)
-        _, zq = embed(tp, task)
+    def predict(variables: Variables, task: Task, key: PRNGKey | None = None) -> Array:
+        k_adapt, k_query = (None, None) if key is None else jax.random.split(key)
+        tp, head = adapt(variables, task, k_adapt)
+        _, zq = embed(tp, task, k_query)
         return head_logits(head, zq, cosine)
 
-    def loss(params: Params, task: Task, key: PRNGKey | None = None):
-        return cross_entropy(predict(params, task), task.query_y)
+    def loss(variables: Variables, task: Task, key: PRNGKey | None = None):
+        return cross_entropy(predict(variables, task, key), task.query_y)
 
     def init(key: PRNGKey, task: Task) -> Params:
         raise ValueError("the baselines' test-phase learner evaluates pre-trained parameters; "
                          "initialise with the training-phase learner")
 
-    return Learner(init=init, loss=loss, predict=predict)
+    return Learner(init=init, loss=loss, predict=predict, adapt=adapt)

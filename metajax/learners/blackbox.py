@@ -11,14 +11,14 @@
 from __future__ import annotations
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 import optax
 
 from metajax.data.sequences import SequenceEpisode
 from metajax.learners.classification import cross_entropy
-from metajax.nets.mann import init_cell, unroll
-from metajax.nets.network import network
-from metajax.types import Array, Learner, Params, PRNGKey, Task, Variables
+from metajax.nets.network import merge_variables, network, same_dtypes, split_variables
+from metajax.types import Array, Learner, PRNGKey, Task, Variables
 
 
 def instance_accuracies(correct: Array, instance: Array, instances: int) -> dict[str, Array]:
@@ -39,36 +39,66 @@ def accuracy_by_instance(result: dict) -> dict[str, float]:
     return {str(k): result[f"accuracy_{k}"] for k in keys}
 
 
-def sequence_learner(cell: nn.Module) -> Learner:
-    """A learner for label-offset sequence episodes over a cell `(state, (x, prev_label)) ->
-    (state, logits)` with `initial_state()` (`MANNCell`, `LSTMCell`, `FeedForwardCell`).
+def sequence_learner(cell: nn.Module, *, running_average: bool = False) -> Learner:
+    """A learner for label-offset sequence episodes over a cell `(state, (x, prev_label)[, train])
+    -> (state, logits)` with `initial_state()` (`MANNCell`, `LSTMCell`, `FeedForwardCell`, or a
+    user's own Flax cell).
 
     `predict` gives logits `[T, N]` for every step of the episode (string labels: `[T, L * A]`,
-    one softmax per character); the cell's output size must be the label size.
+    one softmax per character); the cell's output size must be the label size. The cell's other
+    collections are carried from step to step as state, step t gets `fold_in(key, t)` for its
+    rng streams, and `train` is `not running_average` (`metajax.nets.network`).
     """
+    wrapped = network(cell)
 
-    def init(key: PRNGKey, episode: SequenceEpisode) -> Params:
-        return init_cell(cell, key, episode.x[0], episode.prev_label[0])
+    def init(key: PRNGKey, episode: SequenceEpisode) -> Variables:
+        return wrapped.init(key, cell.initial_state(), (episode.x[0], episode.prev_label[0]))
 
-    def predict(params: Params, episode: SequenceEpisode, key: PRNGKey | None = None) -> Array:
-        del key
-        _, logits = unroll(cell, params, episode.x, episode.prev_label)
-        return logits
+    def logits_and_state(variables: Variables, episode: SequenceEpisode, key: PRNGKey | None):
+        params, state = split_variables(variables)
 
-    def loss(params: Params, episode: SequenceEpisode, key: PRNGKey | None = None):
-        # logits [T, L * A] -> [T, L, A]: one softmax per label character (L = 1: one-hot labels);
-        # the loss sums the characters' cross-entropies, a step is correct if all are right
-        logits = predict(params, episode, key)
-        logits = logits.reshape(*episode.targets.shape, episode.alphabet)
-        value = optax.softmax_cross_entropy_with_integer_labels(logits, episode.targets)
-        value = value.sum(axis=-1).mean()
-        correct = jnp.all(jnp.argmax(logits, axis=-1) == episode.targets, axis=-1)
-        correct = correct.astype(jnp.float32)
-        instances = episode.y.shape[0] // episode.num_classes
-        return value, {"loss": value, "accuracy": correct.mean(),
-                       **instance_accuracies(correct, episode.instance, instances)}
+        def step(carry, inputs):
+            memory, collections = carry
+            x, prev, t = inputs
+            k = None if key is None else jax.random.fold_in(key, t)
+            (memory, logits), new = wrapped.apply(merge_variables(params, collections), memory,
+                                                  (x, prev), key=k, train=not running_average)
+            return (memory, same_dtypes(new, collections)), logits
 
-    return Learner(init=init, loss=loss, predict=predict)
+        steps = jnp.arange(episode.x.shape[0])
+        (_, state), logits = jax.lax.scan(step, (cell.initial_state(), state),
+                                          (episode.x, episode.prev_label, steps))
+        return logits, state
+
+    def predict(variables: Variables, episode: SequenceEpisode,
+                key: PRNGKey | None = None) -> Array:
+        return logits_and_state(variables, episode, key)[0]
+
+    def loss_and_state(variables: Variables, episode: SequenceEpisode,
+                       key: PRNGKey | None = None):
+        logits, state = logits_and_state(variables, episode, key)
+        value, metrics = sequence_loss(logits, episode)
+        return value, (metrics, state)
+
+    def loss(variables: Variables, episode: SequenceEpisode, key: PRNGKey | None = None):
+        value, (metrics, _) = loss_and_state(variables, episode, key)
+        return value, metrics
+
+    return Learner(init=init, loss=loss, predict=predict, loss_and_state=loss_and_state)
+
+
+def sequence_loss(logits: Array, episode: SequenceEpisode):
+    """Loss and metrics of a sequence episode's logits `[T, L * A]`: one softmax per label
+    character (L = 1: one-hot labels); the loss sums the characters' cross-entropies, and a step is
+    correct if all its characters are."""
+    logits = logits.reshape(*episode.targets.shape, episode.alphabet)
+    value = optax.softmax_cross_entropy_with_integer_labels(logits, episode.targets)
+    value = value.sum(axis=-1).mean()
+    correct = jnp.all(jnp.argmax(logits, axis=-1) == episode.targets, axis=-1)
+    correct = correct.astype(jnp.float32)
+    instances = episode.y.shape[0] // episode.num_classes
+    return value, {"loss": value, "accuracy": correct.mean(),
+                   **instance_accuracies(correct, episode.instance, instances)}
 
 
 def episode_blackbox(net: nn.Module, *, running_average: bool = False) -> Learner:

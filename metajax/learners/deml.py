@@ -35,7 +35,8 @@ from flax import struct
 from metajax.data.episodes import check_episode_shape, sample_episode, to_float
 from metajax.learners.classification import cross_entropy
 from metajax.learners.maml import inner_loop
-from metajax.types import Array, Learner, Metrics, Params, PRNGKey, SampleFn, Task
+from metajax.nets.network import network, split_variables
+from metajax.types import Array, Learner, Params, PRNGKey, SampleFn, Task, Variables
 
 MetaLearnerName = Literal["metasgd", "maml"]
 META_LEARNERS = ("metasgd", "maml")
@@ -120,7 +121,7 @@ def _linear(params: Params, x: Array) -> Array:
 
 def deml(generator: nn.Module, ways: int, inner_lr: float = 0.4, steps: int = 1, *,
          concept_weight: float = 1.0, meta_learner: MetaLearnerName = "metasgd",
-         first_order: bool = False, remat: bool = False) -> Learner:
+         first_order: bool = False, remat: bool = False, running_average: bool = False) -> Learner:
     """DEML: concept generator + concept discriminator + Meta-SGD (or MAML) on concepts.
 
     Args:
@@ -133,9 +134,13 @@ def deml(generator: nn.Module, ways: int, inner_lr: float = 0.4, steps: int = 1,
       meta_learner: "metasgd" or "maml".
       first_order: drop second derivatives in the inner loop.
       remat: `jax.checkpoint` each inner step.
+      running_average: apply the generator with `train=False` (batch norm's running averages, no
+        dropout) instead of in training mode; any Flax module works as the generator.
 
     Returns:
-      A `Learner` with parameters `{"generator", "discriminator", "learner": {"init"[, "lr"]}}`.
+      A `Learner` with variables `{"params": {"generator", "discriminator", "learner": {"init"[,
+      "lr"]}}, ...}`: the generator's other collections (`batch_stats`) sit under `generator` in
+      theirs (runs saved in the earlier layout without `params` are converted when restored).
       `loss` takes a `ConceptBatch` (training: the combined loss) or a `Task` (evaluation: the
       meta loss); `predict` takes a `Task`. `init` takes a `ConceptBatch` (it reads the number of
       external classes from it).
@@ -143,45 +148,67 @@ def deml(generator: nn.Module, ways: int, inner_lr: float = 0.4, steps: int = 1,
     if meta_learner not in META_LEARNERS:
         raise ValueError(f"meta_learner must be one of {META_LEARNERS}, got {meta_learner!r}")
 
-    def init(key: PRNGKey, sample: ConceptBatch) -> Params:
+    gen = network(generator)
+
+    def init(key: PRNGKey, sample: ConceptBatch) -> Variables:
         if not isinstance(sample, ConceptBatch):
             raise TypeError("deml.init needs a ConceptBatch (it reads the external classes)")
         k_gen, k_learner, k_disc = jax.random.split(key, 3)
-        generator_params = generator.init(k_gen, sample.task.support_x)
-        concepts = generator.apply(generator_params, sample.task.support_x)
+        generator_vars = gen.init(k_gen, sample.task.support_x)
+        concepts, _ = gen.apply(generator_vars, sample.task.support_x, key=k_gen)
         head = nn.Dense(ways).init(k_learner, concepts)["params"]
         learner = {"init": head}
         if meta_learner == "metasgd":
             learner["lr"] = jax.tree.map(lambda p: jnp.full_like(p, inner_lr), head)
         discriminator = nn.Dense(sample.num_external).init(k_disc, concepts)["params"]
-        return {"generator": generator_params, "discriminator": discriminator, "learner": learner}
+        params, state = split_variables(generator_vars)
+        return {"params": {"generator": params, "discriminator": discriminator,
+                           "learner": learner},
+                **{name: {"generator": tree} for name, tree in state.items()}}
 
-    def predict(params: Params, task: Task, key: PRNGKey | None = None) -> Array:
-        del key
-        support = generator.apply(params["generator"], task.support_x)
-        query = generator.apply(params["generator"], task.query_x)
+    def generator_vars(variables: Variables) -> Variables:
+        return {name: tree["generator"] for name, tree in variables.items()}
+
+    def concepts(variables: Variables, x: Array, key: PRNGKey | None):
+        """The generator on `x` (train mode unless `running_average`) and its updated state,
+        re-nested under `generator`."""
+        out, state = gen.apply(generator_vars(variables), x, key=key, train=not running_average)
+        return out, {name: {"generator": tree} for name, tree in state.items()}
+
+    def predict_and_state(variables: Variables, task: Task, key: PRNGKey | None = None):
+        k_support, k_query = (None, None) if key is None else jax.random.split(key)
+        support, _ = concepts(variables, task.support_x, k_support)
+        query, state = concepts(variables, task.query_x, k_query)
+        learner = variables["params"]["learner"]
 
         def support_loss(head):
             return cross_entropy(_linear(head, support), task.support_y)[0]
 
-        lr = params["learner"]["lr"] if meta_learner == "metasgd" else inner_lr
-        adapted = inner_loop(support_loss, params["learner"]["init"], lr, steps,
-                             first_order=first_order, remat=remat)
-        return _linear(adapted, query)
+        lr = learner["lr"] if meta_learner == "metasgd" else inner_lr
+        adapted = inner_loop(support_loss, learner["init"], lr, steps, first_order=first_order,
+                             remat=remat)
+        return _linear(adapted, query), state
 
-    def discrimination_loss(params: Params, x: Array, y: Array) -> tuple[Array, Metrics]:
-        """Cross-entropy of the concept discriminator on external examples."""
-        return cross_entropy(_linear(params["discriminator"], generator.apply(params["generator"],
-                                                                              x)), y)
+    def predict(variables: Variables, task: Task, key: PRNGKey | None = None) -> Array:
+        return predict_and_state(variables, task, key)[0]
 
-    def loss_fn(params: Params, sample: ConceptBatch | Task, key: PRNGKey | None = None):
+    def loss_and_state(variables: Variables, sample: ConceptBatch | Task,
+                       key: PRNGKey | None = None):
         task = sample.task if isinstance(sample, ConceptBatch) else sample
-        meta_loss, metrics = cross_entropy(predict(params, task, key), task.query_y)
+        k_task, k_external = (None, None) if key is None else jax.random.split(key)
+        logits, state = predict_and_state(variables, task, k_task)
+        meta_loss, metrics = cross_entropy(logits, task.query_y)
         if not isinstance(sample, ConceptBatch) or concept_weight == 0:
-            return meta_loss, metrics
-        disc_loss, disc = discrimination_loss(params, sample.external_x, sample.external_y)
+            return meta_loss, (metrics, state)
+        external, _ = concepts(variables, sample.external_x, k_external)
+        disc_loss, disc = cross_entropy(
+            _linear(variables["params"]["discriminator"], external), sample.external_y)
         total = meta_loss + concept_weight * disc_loss
-        return total, {"loss": total, "accuracy": metrics["accuracy"], "meta_loss": meta_loss,
-                       "disc_loss": disc_loss, "disc_accuracy": disc["accuracy"]}
+        return total, ({"loss": total, "accuracy": metrics["accuracy"], "meta_loss": meta_loss,
+                        "disc_loss": disc_loss, "disc_accuracy": disc["accuracy"]}, state)
 
-    return Learner(init=init, loss=loss_fn, predict=predict)
+    def loss_fn(variables: Variables, sample: ConceptBatch | Task, key: PRNGKey | None = None):
+        value, (metrics, _) = loss_and_state(variables, sample, key)
+        return value, metrics
+
+    return Learner(init=init, loss=loss_fn, predict=predict, loss_and_state=loss_and_state)

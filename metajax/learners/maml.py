@@ -44,6 +44,7 @@ from metajax.nets.network import (
     Network,
     merge_variables,
     network,
+    same_dtypes,
     split_variables,
     trainable_part,
 )
@@ -118,13 +119,6 @@ def inner_loop_with_state(support_loss: Callable[[Params, dict, PRNGKey | None],
     keys = None if key is None or steps == 0 else jax.random.split(key, steps)
     (adapted, state), _ = jax.lax.scan(step, (params, state), keys, length=steps)
     return adapted, state
-
-
-def same_dtypes(new: dict, old: dict) -> dict:
-    """`new` cast leaf by leaf to the dtypes of `old`: a module's updated collections can come back
-    in another precision (float32 running averages of float64 activations), and a loop carries
-    them unchanged in type."""
-    return jax.tree.map(lambda n, o: n.astype(o.dtype), new, old)
 
 
 def _split_key(key: PRNGKey | None) -> tuple[PRNGKey | None, PRNGKey | None]:

@@ -123,6 +123,13 @@ def network(module: nn.Module) -> Network:
     return Network(init, apply, module, has_train)
 
 
+def same_dtypes(new: dict, old: dict) -> dict:
+    """`new` cast leaf by leaf to the dtypes of `old`: a module's updated collections can come back
+    in another precision (float32 running averages of float64 activations), and a loop carries
+    them unchanged in type."""
+    return jax.tree.map(lambda n, o: n.astype(o.dtype), new, old)
+
+
 def mean_state(states: State) -> State:
     """The mean over a leading (task) axis of float leaves; integer leaves (counters) from the
     first task. How the trainer combines the tasks' updated collections."""
@@ -130,5 +137,5 @@ def mean_state(states: State) -> State:
         lambda s: s[0] if not jnp.issubdtype(s.dtype, jnp.inexact) else s.mean(axis=0), states)
 
 
-__all__ = ["Network", "accepts_train", "mean_state", "merge_variables", "network", "split_variables",
-           "stream_keys", "trainable_part"]
+__all__ = ["Network", "accepts_train", "mean_state", "merge_variables", "network", "same_dtypes",
+           "split_variables", "stream_keys", "trainable_part"]

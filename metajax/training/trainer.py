@@ -236,25 +236,38 @@ def _is_metasgd_params(tree: Any) -> bool:
             and set(tree["params"]) == {"init", "lr"})
 
 
-def _metasgd_legacy_layout(tree: Any) -> Any:
-    """`tree` with every Meta-SGD `{"params": {"init": a, "lr": b}}` in the layout runs were saved
-    in before learners took whole variables dicts: `{"init": {"params": a}, "lr": {"params": b}}`.
-    Both flatten to the same leaves in the same order (dict keys sort the same way)."""
-    return jax.tree.map(
-        lambda t: ({"init": {"params": t["params"]["init"]}, "lr": {"params": t["params"]["lr"]}}
-                   if _is_metasgd_params(t) else t), tree, is_leaf=_is_metasgd_params)
+def _is_deml_params(tree: Any) -> bool:
+    return (isinstance(tree, dict) and set(tree) == {"params"} and isinstance(tree["params"], dict)
+            and set(tree["params"]) == {"generator", "discriminator", "learner"})
+
+
+def _legacy(tree: Any) -> Any:
+    """A stateless Meta-SGD or DEML tree in the layout runs were saved in before learners took
+    whole variables dicts. Meta-SGD's `{"params": {"init": a, "lr": b}}` was `{"init": {"params":
+    a}, "lr": {"params": b}}`; DEML's `{"params": {"generator": g, "discriminator": d, "learner":
+    l}}` was `{"generator": {"params": g}, "discriminator": d, "learner": l}`. Each pair flattens
+    to the same leaves in the same order (dict keys sort the same way)."""
+    if _is_metasgd_params(tree):
+        return {"init": {"params": tree["params"]["init"]}, "lr": {"params": tree["params"]["lr"]}}
+    return {**tree["params"], "generator": {"params": tree["params"]["generator"]}}
+
+
+def _legacy_layout(tree: Any) -> Any:
+    """`tree` with every Meta-SGD or DEML variables subtree in its earlier layout (`_legacy`)."""
+    is_new = lambda t: _is_metasgd_params(t) or _is_deml_params(t)  # noqa: E731
+    return jax.tree.map(lambda t: _legacy(t) if is_new(t) else t, tree, is_leaf=is_new)
 
 
 def _restore(manager: ocp.CheckpointManager, step: int, like: Any) -> Any:
     """Checkpoint `step` restored into the structure of `like`. A `TrainState` saved before it had
     `inner_state` (checkpoints written before the field existed) restores into one whose
-    `inner_state` is None; a Meta-SGD run saved in its earlier layout is converted to the current
-    one (`_metasgd_legacy_layout`)."""
+    `inner_state` is None; a Meta-SGD or DEML run saved in its earlier layout is converted to the
+    current one (`_legacy_layout`)."""
     target = jax.tree.map(ocp.utils.to_shape_dtype_struct, like)
     try:
         return manager.restore(step, args=ocp.args.StandardRestore(target))
     except ValueError:
-        legacy_target = _metasgd_legacy_layout(target)
+        legacy_target = _legacy_layout(target)
         if jax.tree.structure(legacy_target) != jax.tree.structure(target):
             restored = _restore(manager, step, legacy_target)
             return jax.tree.unflatten(jax.tree.structure(target), jax.tree.leaves(restored))
