@@ -6,12 +6,35 @@ from __future__ import annotations
 import argparse
 import sys
 
-from metajax.config import DATASETS
-from metajax.registry import LEARNERS
+from metajax.config import ALGO_SETTINGS, DATASETS, algorithms_with, make_config, settings_of
+
+# The dataset whose defaults `--help` shows, where it is not omniglot.
+DEFAULT_DATASET = {"pretrained": "sinusoid"}
+PART_TITLES = {"data": "data and episodes", "train": "meta-training", "eval": "evaluation"}
+TYPES = {"int": int, "float": float, "str": str, "str | None": str}
+
+
+def _add_settings(parser: argparse.ArgumentParser, algo: str) -> None:
+    """One flag per setting of `algo` (`metajax.config.settings_of`), grouped by part, each with
+    the algorithm's own default in its help. Every flag defaults to None: only given ones
+    override."""
+    defaults = make_config(algo, dataset=DEFAULT_DATASET.get(algo)).to_dict()
+    for part, fields in settings_of(algo).items():
+        title = PART_TITLES.get(part, f"{algo} settings")
+        group = parser.add_argument_group(title)
+        for f in fields:
+            flag = "--" + f.name.replace("_", "-")
+            shown = f"{f.metadata['help']} (default: {defaults.get(f.name)})"
+            if f.type == "bool":
+                group.add_argument(flag, action=argparse.BooleanOptionalAction, default=None,
+                                   help=shown)
+                continue
+            group.add_argument(flag, type=TYPES[f.type], default=None, help=shown,
+                               choices=f.metadata.get("choices"))
 
 
 def _parser() -> argparse.ArgumentParser:
-    algos = ", ".join(LEARNERS)
+    algos = ", ".join(ALGO_SETTINGS)
     parser = argparse.ArgumentParser(
         prog="metajax",
         description=f"Meta-learning in JAX. Algorithms: {algos}. Datasets: {', '.join(DATASETS)}.",
@@ -20,98 +43,24 @@ def _parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("train", help=f"meta-train and test a learner ({algos})",
                        description=f"Meta-train ALGO, then evaluate it on the test split. "
-                                   f"Algorithms: {algos}.")
-    t.add_argument("algo", choices=[*LEARNERS, "l2o"], metavar="ALGO",
-                   help=f"one of: {algos}, l2o")
-    t.add_argument("--dataset", choices=list(DATASETS), help=f"one of: {', '.join(DATASETS)}")
-    t.add_argument("--ways", type=int, help="N of the test episodes (default 5)")
-    t.add_argument("--shots", type=int, help="K of the test episodes (default 1)")
-    t.add_argument("--out", required=True, help="run directory for checkpoints and results")
-    t.add_argument("--split", choices=["maml", "vinyals", "lake"], help="class split")
-    t.add_argument("--split-seed", type=int, help="seed of the MAML split (default 1)")
-    t.add_argument("--steps", type=int, help="meta-training steps")
-    t.add_argument("--seed", type=int, help="seed of initialisation and training tasks")
-    t.add_argument("--data-dir", help="folder holding omniglot/ (default $METAJAX_DATA_DIR)")
-    t.add_argument("--resume", action="store_true", help="continue from the latest checkpoint")
-    t.add_argument("--full-protocol", action="store_true", help="the paper's settings (for a GPU)")
-    t.add_argument("--train-ways", type=int, help="N of training episodes (default per algorithm)")
-    t.add_argument("--train-shots", type=int, help="K of training episodes (default: --shots)")
-    t.add_argument("--queries", type=int, help="query examples per class in training episodes")
-    t.add_argument("--test-queries", type=int, help="query examples per class in test episodes")
-    t.add_argument("--meta-batch", type=int, help="tasks per meta-step")
-    t.add_argument("--lr", type=float, help="outer learning rate")
-    t.add_argument("--lr-decay-every", type=int, help="halve the learning rate every N steps")
-    t.add_argument("--image-size", type=int, help="image side in pixels (default 28)")
-    t.add_argument("--width", type=int, help="filters per conv layer (default 64)")
-    t.add_argument("--eval-episodes", type=int, help="test episodes (default 1000)")
-    t.add_argument("--val-every", type=int, help="steps between validations (0: none)")
-    t.add_argument("--val-episodes", type=int, help="validation episodes")
-    t.add_argument("--checkpoint-every", type=int, help="steps between checkpoints")
-    t.add_argument("--log-every", type=int, help="steps between metric lines")
-    t.add_argument("--pairs", type=int, help="siamese: same/different pairs per training step")
-    t.add_argument("--affine", action="store_true", default=None,
-                   help="siamese: Koch's random affine distortions of training pairs")
-    t.add_argument("--fce", action="store_true", default=None,
-                   help="matching: full context embeddings (LSTMs over support and queries)")
-    t.add_argument("--downsample", choices=["maxpool", "stride"], help="conv4 downsampling")
-    t.add_argument("--within-alphabet", action="store_true", default=None,
-                   help="training episodes draw all N classes from one alphabet (and rotation), "
-                   "as the within-alphabet test episodes do")
-    g = t.add_argument_group("gradient-based learners (maml, fomaml, metasgd, anil, reptile, "
-                             "pretrained)")
-    g.add_argument("--inner-lr", type=float, help="inner-loop learning rate (Meta-SGD: its start)")
-    g.add_argument("--inner-steps", type=int, help="inner steps at training")
-    g.add_argument("--test-inner-steps", type=int, help="inner steps at evaluation (0: as training)")
-    g.add_argument("--inner-batch", type=int, help="Reptile: examples per inner mini-batch")
-    g.add_argument("--fresh-inner-state", action="store_true", default=None,
-                   help="Reptile: a fresh inner Adam per task (default: its moments carry over "
-                   "from task to task, as in the authors' code)")
-    g.add_argument("--fresh-test-state", action="store_true", default=None,
-                   help="Reptile: adapt test tasks from a fresh Adam (default: from the state "
-                   "meta-training ended with, as the authors' evaluation does)")
-    g.add_argument("--task-map", help="how a meta-batch's tasks run: vmap, map (one by one), map:N "
-                   "(chunks of N vmapped tasks) or auto (map on a CPU, vmap on an accelerator; "
-                   "the default of maml, fomaml, metasgd and anil; the others vmap)")
-    g.add_argument("--remat", action="store_true", default=None,
-                   help="jax.checkpoint each inner step (less memory for many steps)")
-    g.add_argument("--optimizer", choices=["adam", "sgd"], help="outer optimiser")
-    g.add_argument("--lr-anneal", action="store_true", default=None,
-                   help="anneal the outer learning rate linearly to 0 (Reptile)")
-    b = t.add_argument_group("transfer baselines (finetune, baseline++, multitask)")
-    b.add_argument("--batch-size", type=int, help="pre-training images per step")
-    b.add_argument("--head-steps", type=int, help="Adam steps fitting a new head per test episode")
-    b.add_argument("--head-lr", type=float, help="learning rate of the new head")
-    b.add_argument("--finetune-steps", type=int,
-                   help="then fine-tune the whole network this many steps (0: head only)")
-    b.add_argument("--finetune-lr", type=float, help="learning rate of that fine-tuning")
-    d = t.add_argument_group("deml (concept generator + discriminator + Meta-SGD)")
-    d.add_argument("--concept-weight", type=float,
-                   help="lambda of L_meta + lambda * L_discrimination (0: no discriminator)")
-    d.add_argument("--external-batch", type=int, help="external examples per step")
-    d.add_argument("--concept-stages", type=int, help="ResNet stages of the concept generator")
-    d.add_argument("--concept-blocks", type=int, help="residual blocks per stage")
-    d.add_argument("--meta-learner", choices=["metasgd", "maml"], help="learner on the concepts")
-    d.add_argument("--first-order", action="store_true", default=None,
-                   help="drop second derivatives of the inner loop")
-    o = t.add_argument_group("learned optimiser (l2o, --dataset quadratic or mlp)")
-    o.add_argument("--unroll", type=int, help="steps per truncated unroll (default 20)")
-    o.add_argument("--horizon", type=int, help="optimisee steps per run (default 100)")
-    o.add_argument("--preprocess-p", type=float, help="p of the gradient preprocessing (default "
-                   "10; 0: raw gradients)")
-    o.add_argument("--second-order", action="store_true", default=None,
-                   help="keep second derivatives (no stop_gradient on the optimisee gradient)")
-    b = t.add_argument_group("black-box learners (mann, lstm, feedforward, snail)")
-    b.add_argument("--protocol", choices=["sequence", "episodes"],
-                   help="label-offset sequences (mann; lstm/feedforward default) or N-way K-shot "
-                        "episodes (snail; lstm/feedforward)")
-    b.add_argument("--instances", type=int, help="sequence: presentations of each class (10)")
-    b.add_argument("--label-chars", type=int,
-                   help="sequence: 0 one-hot labels (default); 5: the paper's 5-character strings")
-    b.add_argument("--memory-slots", type=int, help="mann: memory rows (128)")
-    b.add_argument("--memory-width", type=int, help="mann: memory columns (40)")
-    b.add_argument("--read-heads", type=int, help="mann: read heads (4)")
-    b.add_argument("--clip-norm", type=float, help="clip the global gradient norm (0: no clipping)")
-    t.add_argument("--no-progress", action="store_true", help="no progress bars")
+                                   f"Algorithms: {algos}. `metajax train ALGO --help` lists "
+                                   f"ALGO's settings with its defaults.")
+    per_algo = t.add_subparsers(dest="algo", required=True, metavar="ALGO")
+    for algo in ALGO_SETTINGS:
+        a = per_algo.add_parser(algo, help=f"{ALGO_SETTINGS[algo].__doc__.split('.')[0]}",
+                                description=f"Meta-train {algo}, then evaluate it. Defaults are "
+                                f"{algo}'s on its default dataset (CPU-sized; --full-protocol: "
+                                f"the paper's).")
+        run = a.add_argument_group("run")
+        run.add_argument("--out", help="run directory for checkpoints and results (required unless "
+                         "--print-config)")
+        run.add_argument("--resume", action="store_true", help="continue from the latest checkpoint")
+        run.add_argument("--full-protocol", action="store_true",
+                         help="the paper's settings (for a GPU)")
+        run.add_argument("--no-progress", action="store_true", help="no progress bars")
+        run.add_argument("--print-config", action="store_true",
+                         help="print the resolved configuration as JSON and exit")
+        _add_settings(a, algo)
 
     e = sub.add_parser("eval", help="evaluate a trained run, also at other ways/shots")
     e.add_argument("run_dir", metavar="DIR")
@@ -158,7 +107,31 @@ def main(argv: list[str] | None = None) -> int:
     with a faster memory allocator (`metajax.allocator`; `METAJAX_ALLOCATOR=system` opts out).
     Training and evaluation keep compiled programs in JAX's persistent compilation cache
     (`metajax.compilation_cache`; `METAJAX_XLA_CACHE=0` opts out)."""
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        names = [e[2:].split("=")[0].replace("-", "_") for e in extra if e.startswith("--")]
+        names = [n[3:] if n.startswith("no_") and algorithms_with(n[3:]) else n for n in names]
+        if args.command == "train" and names and all(algorithms_with(n) for n in names):
+            print(f"metajax train {args.algo}: error: " + "; ".join(
+                f"--{n.replace('_', '-')} does not apply to {args.algo} (a setting of "
+                f"{', '.join(algorithms_with(n))})" for n in names), file=sys.stderr)
+            return 2
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if args.command == "train" and args.print_config:
+        import json
+
+        skip = {"command", "algo", "out", "resume", "full_protocol", "no_progress", "print_config"}
+        try:
+            config = make_config(args.algo, args.full_protocol,
+                                 **{k: v for k, v in vars(args).items() if k not in skip})
+        except ValueError as e:
+            print(f"metajax: error: {e}", file=sys.stderr)
+            return 2
+        print(json.dumps(config.parts(), indent=2))
+        return 0
+    if args.command == "train" and not args.out:
+        parser.error(f"metajax train {args.algo}: the argument --out is required")
     if args.command in ("train", "eval", "eval-runs"):
         if argv is None:
             from metajax.allocator import reexec_with_allocator
@@ -168,14 +141,14 @@ def main(argv: list[str] | None = None) -> int:
 
         enable_compilation_cache()
     # Imported here so that `metajax --help` answers without starting JAX.
-    from metajax.config import make_config
     from metajax.data.download import DataError
     from metajax.experiment import evaluate_official_runs, evaluate_run, train_and_evaluate
     from metajax.training.trainer import CheckpointExists, TrainingDiverged
 
     try:
         if args.command == "train":
-            skip = {"command", "algo", "out", "resume", "full_protocol", "no_progress"}
+            skip = {"command", "algo", "out", "resume", "full_protocol", "no_progress",
+                    "print_config"}
             overrides = {k: v for k, v in vars(args).items() if k not in skip}
             config = make_config(args.algo, args.full_protocol, **overrides)
             s = train_and_evaluate(config, args.out, resume=args.resume,

@@ -10,113 +10,273 @@ DATASETS = ("omniglot", "sinusoid", "quadratic", "mlp", "miniimagenet")
 L2O_DATASETS = ("quadratic", "mlp")  # optimisee families of the learned optimiser (algo l2o)
 
 
+def setting(default, help: str, choices: tuple | None = None):
+    """A config field with its command-line help (and allowed values): the CLI is generated from
+    these."""
+    return dataclasses.field(default=default, metadata={"help": help, "choices": choices})
+
+
+# --- the parts every episodic experiment has -------------------------------------------------
+
 @dataclass(frozen=True)
-class Config:
-    """Everything that defines a run; written to `config.json` and `summary.json`.
+class DataConfig:
+    """Which data and episodes. `ways`/`shots` are the test setting; training episodes use
+    `train_ways`/`train_shots` (0: the same) with `queries` query examples per class (0: as many
+    as training shots, MAML's protocol); test episodes use `test_queries`. For the sinusoid,
+    `shots`/`queries`/`test_queries` count points per task."""
 
-    `ways`/`shots` are the test setting. Training episodes use `train_ways`/`train_shots` (0 means
-    the same as the test setting) with `queries` query examples per class; test episodes use
-    `test_queries`. `pairs` (same/different pairs per training step) and `affine` (Koch's random
-    distortions) are for the Siamese network; `fce` (full context embeddings) for Matching networks.
-    `within_alphabet` draws the N classes of each training episode from one Omniglot alphabet in one
-    rotation, as the within-alphabet test episodes and the official one-shot runs do.
+    dataset: str = setting("omniglot", "dataset", DATASETS)
+    ways: int = setting(5, "N of the test episodes")
+    shots: int = setting(1, "K of the test episodes")
+    train_ways: int = setting(0, "N of training episodes (0: --ways)")
+    train_shots: int = setting(0, "K of training episodes (0: --shots)")
+    queries: int = setting(5, "query examples per class in training episodes (0: training shots)")
+    test_queries: int = setting(15, "query examples per class in test episodes")
+    split: str = setting("vinyals", "class split", ("maml", "vinyals", "lake", "ravi"))
+    split_seed: int = setting(1, "seed of the MAML split")
+    image_size: int = setting(28, "image side in pixels")
+    data_dir: str | None = setting(None, "folder holding omniglot/ (default $METAJAX_DATA_DIR)")
+    within_alphabet: bool = setting(False, "training episodes draw all N classes from one "
+                                    "alphabet (and rotation), as within-alphabet test episodes do")
 
-    `queries` 0 means as many query examples per class as training shots (MAML's protocol). For the
-    sinusoid dataset `shots`/`queries`/`test_queries` count points per task; `ways` is unused. The
-    gradient-based learners (maml, fomaml, metasgd, anil, reptile, pretrained) read `inner_lr`,
-    `inner_steps` (training), `test_inner_steps` (evaluation; 0: as training), `inner_batch`
-    (Reptile's inner mini-batch), `fresh_inner_state` (Reptile: a fresh inner Adam per task instead
-    of one whose moments carry over), `fresh_test_state` (Reptile: test tasks adapt from a fresh
-    Adam instead of the state training ended with), `remat` (`jax.checkpoint` on each inner step)
-    and `task_map` (how the trainer and evaluation run over the tasks of a meta-batch: "vmap",
-    "map" one after another, "map:N" in vmapped chunks of N, or "auto": "map" on a CPU, "vmap"
-    on an accelerator; `metajax.training.map_over_tasks`).
-    `optimizer` is the outer optimiser ("adam" or "sgd"); `lr_anneal` anneals its learning rate
-    linearly to 0 (Reptile's meta step size). `downsample` is conv4's "maxpool" or "stride"
-    (MAML's Omniglot network).
-    """
 
-    algo: str
-    dataset: str = "omniglot"
-    ways: int = 5
-    shots: int = 1
-    train_ways: int = 0
-    train_shots: int = 0
-    queries: int = 5
-    test_queries: int = 15
-    split: str = "vinyals"
-    split_seed: int = 1
-    image_size: int = 28
-    width: int = 64
-    steps: int = 2000
-    meta_batch: int = 1
-    lr: float = 1e-3
-    lr_decay_every: int = 0
-    lr_decay: float = 0.5
-    seed: int = 0
-    eval_episodes: int = 1000
-    eval_seed: int = 12345
-    val_every: int = 500
-    val_episodes: int = 200
-    checkpoint_every: int = 500
-    log_every: int = 50
-    data_dir: str | None = None
-    full_protocol: bool = False
-    pairs: int = 128
-    affine: bool = False
-    fce: bool = False
-    downsample: str = "maxpool"
-    within_alphabet: bool = False  # training episodes: N classes of one alphabet (and rotation)
-    inner_lr: float = 0.4
-    inner_steps: int = 1
-    test_inner_steps: int = 0
-    inner_batch: int = 10
-    fresh_inner_state: bool = False  # Reptile: a fresh inner Adam per task (default: kept across tasks)
-    fresh_test_state: bool = False  # Reptile: test-time Adam from a fresh state, not training's
-    remat: bool = False
-    task_map: str = "vmap"
-    optimizer: str = "adam"
-    lr_anneal: bool = False
-    # l2o (learned optimiser): `steps` are meta-training runs of `horizon` optimisee steps, each cut
-    # into truncated unrolls of `unroll` steps; `meta_batch` optimisees per run; `width` LSTM units;
-    # `val_episodes` training problems the baselines' learning rates are tuned on; `eval_episodes`
-    # held-out problems.
-    unroll: int = 20
-    horizon: int = 100
-    preprocess_p: float = 10.0
-    second_order: bool = False
-    # black-box learners (mann, lstm, feedforward, snail): `protocol` "sequence" is the label-offset
-    # sequence episodes of Santoro et al. (`ways` classes shown `instances` times each) and
-    # "episodes" the N-way K-shot episodes; `width` is the controller's LSTM units on sequences
-    # (MANN, LSTM) and the conv4 encoder's filters on episodes; memory `memory_slots` x
-    # `memory_width` with `read_heads` heads; `label_chars` 0 for one-hot labels, else string
-    # labels of that many characters over 5 letters (the paper's 15-class experiment: 5);
-    # `clip_norm` clips the global gradient norm (0: no clipping).
-    protocol: str = "episodes"
-    instances: int = 10
-    label_chars: int = 0
-    memory_slots: int = 128
-    memory_width: int = 40
-    read_heads: int = 4
-    clip_norm: float = 0.0
-    # deml (concept space): L = L_meta + concept_weight * L_discrimination; `external_batch`
-    # external examples per step (split over the meta-batch); the concept generator is a ResNet of
-    # `width` filters, `concept_stages` stages of `concept_blocks` blocks; `meta_learner` is
-    # "metasgd" or "maml"; `first_order` drops second derivatives of its inner loop.
-    # transfer baselines (finetune, baseline++, multitask): pre-training batches of `batch_size`
-    # images; at test a new head fitted by `head_steps` of Adam with `head_lr`, then optionally
-    # `finetune_steps` of the whole network with `finetune_lr`, unfreezing from the earliest layer.
-    batch_size: int = 128
-    head_steps: int = 100
-    head_lr: float = 0.01
-    finetune_steps: int = 0
-    finetune_lr: float = 1e-4
-    concept_weight: float = 1.0
-    external_batch: int = 64
-    concept_stages: int = 3
-    concept_blocks: int = 1
-    meta_learner: str = "metasgd"
-    first_order: bool = False
+@dataclass(frozen=True)
+class TrainConfig:
+    """How meta-training runs: the outer optimiser (`optimizer` adam or sgd, `lr` halved by
+    `lr_decay` every `lr_decay_every` steps or annealed linearly to 0 with `lr_anneal`, gradients
+    clipped to `clip_norm`), validation, checkpoints and how a meta-batch's tasks are mapped
+    (`task_map`, `metajax.training.map_over_tasks`)."""
+
+    steps: int = setting(2000, "meta-training steps")
+    meta_batch: int = setting(1, "tasks per meta-step")
+    lr: float = setting(1e-3, "outer learning rate")
+    lr_decay_every: int = setting(0, "multiply the learning rate by --lr-decay every N steps (0: "
+                                  "never)")
+    lr_decay: float = setting(0.5, "factor of that decay")
+    lr_anneal: bool = setting(False, "anneal the outer learning rate linearly to 0")
+    optimizer: str = setting("adam", "outer optimiser", ("adam", "sgd"))
+    clip_norm: float = setting(0.0, "clip the global gradient norm (0: no clipping)")
+    seed: int = setting(0, "seed of initialisation and training tasks")
+    val_every: int = setting(500, "steps between validations (0: none)")
+    val_episodes: int = setting(200, "validation episodes")
+    checkpoint_every: int = setting(500, "steps between checkpoints")
+    log_every: int = setting(50, "steps between metric lines")
+    task_map: str = setting("vmap", "how a meta-batch's tasks run: vmap, map (one by one), map:N "
+                            "(chunks of N vmapped tasks) or auto (map on a CPU, vmap elsewhere)")
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """The test episodes: how many, from which seed."""
+
+    eval_episodes: int = setting(1000, "test episodes")
+    eval_seed: int = setting(12345, "seed of the test episodes")
+
+
+# --- one settings class per learner family (and per member where members differ) -------------
+
+@dataclass(frozen=True)
+class MamlConfig:
+    """MAML, FOMAML and ANIL: conv4 (or the sinusoid MLP) adapted by SGD in an inner loop."""
+
+    width: int = setting(64, "filters per conv layer")
+    downsample: str = setting("maxpool", "conv4 downsampling", ("maxpool", "stride"))
+    inner_lr: float = setting(0.4, "inner-loop learning rate")
+    inner_steps: int = setting(1, "inner steps at training")
+    test_inner_steps: int = setting(0, "inner steps at evaluation (0: as training)")
+    remat: bool = setting(False, "jax.checkpoint each inner step (less memory for many steps)")
+
+
+@dataclass(frozen=True)
+class MetaSGDConfig(MamlConfig):
+    """Meta-SGD: MAML with meta-learned per-parameter rates (`inner_lr` is their start)."""
+
+    first_order: bool = setting(False, "drop second derivatives of the inner loop")
+
+
+@dataclass(frozen=True)
+class ReptileConfig:
+    """Reptile: inner Adam steps on mini-batches; the update moves towards the adapted weights."""
+
+    width: int = setting(64, "filters per conv layer")
+    downsample: str = setting("maxpool", "conv4 downsampling", ("maxpool", "stride"))
+    inner_lr: float = setting(0.4, "inner Adam learning rate")
+    inner_steps: int = setting(1, "inner steps at training")
+    test_inner_steps: int = setting(0, "inner steps at evaluation (0: as training)")
+    inner_batch: int = setting(10, "examples per inner mini-batch")
+    fresh_inner_state: bool = setting(False, "a fresh inner Adam per task (default: its moments "
+                                      "carry over from task to task, as in the authors' code)")
+    fresh_test_state: bool = setting(False, "adapt test tasks from a fresh Adam (default: from the "
+                                     "state meta-training ended with, as the authors evaluate)")
+
+
+@dataclass(frozen=True)
+class PretrainedConfig:
+    """The sinusoid's pretrained baseline: plain regression, fine-tuned at test by SGD."""
+
+    inner_lr: float = setting(0.4, "learning rate of the test-time fine-tuning")
+    inner_steps: int = setting(1, "fine-tuning steps (when --test-inner-steps is 0)")
+    test_inner_steps: int = setting(0, "fine-tuning steps at evaluation")
+
+
+@dataclass(frozen=True)
+class ProtoNetConfig:
+    """Prototypical Networks over conv4."""
+
+    width: int = setting(64, "filters per conv layer")
+
+
+@dataclass(frozen=True)
+class RelationConfig(ProtoNetConfig):
+    """Relation Networks."""
+
+
+@dataclass(frozen=True)
+class MatchingConfig(ProtoNetConfig):
+    """Matching Networks."""
+
+    fce: bool = setting(False, "full context embeddings (LSTMs over support and queries)")
+
+
+@dataclass(frozen=True)
+class SiameseConfig(ProtoNetConfig):
+    """Siamese networks trained on same/different pairs."""
+
+    pairs: int = setting(128, "same/different pairs per training step")
+    affine: bool = setting(False, "Koch's random affine distortions of the training pairs")
+
+
+@dataclass(frozen=True)
+class SnailConfig:
+    """Black-box learners on N-way K-shot episodes (SNAIL; LSTM / feed-forward with
+    `--protocol episodes`): `width` is the conv4 encoder's filters."""
+
+    width: int = setting(64, "conv4 encoder filters (episodes) or controller units (sequences)")
+    protocol: str = setting("episodes", "label-offset sequences or N-way K-shot episodes",
+                            ("sequence", "episodes"))
+
+
+@dataclass(frozen=True)
+class SequenceConfig(SnailConfig):
+    """The LSTM and feed-forward sequence learners (Santoro et al.'s baselines)."""
+
+    instances: int = setting(10, "sequence: presentations of each class")
+    label_chars: int = setting(0, "sequence: 0 one-hot labels; 5 the paper's 5-character strings")
+
+
+@dataclass(frozen=True)
+class MANNConfig(SequenceConfig):
+    """MANN: an LSTM controller with an LRUA memory."""
+
+    memory_slots: int = setting(128, "memory rows")
+    memory_width: int = setting(40, "memory columns")
+    read_heads: int = setting(4, "read heads")
+
+
+@dataclass(frozen=True)
+class L2OConfig:
+    """The learned optimiser (Andrychowicz et al.): `steps` meta-training runs of `horizon`
+    optimisee steps cut into truncated unrolls of `unroll` steps, `meta_batch` optimisees per run,
+    `width` LSTM units; `val_episodes` training problems tune the baselines' learning rates,
+    `eval_episodes` held-out problems score them."""
+
+    width: int = setting(20, "LSTM units")
+    unroll: int = setting(20, "steps per truncated unroll")
+    horizon: int = setting(100, "optimisee steps per run")
+    preprocess_p: float = setting(10.0, "p of the gradient preprocessing (0: raw gradients)")
+    second_order: bool = setting(False, "keep second derivatives (no stop_gradient on the "
+                                 "optimisee gradient)")
+
+
+@dataclass(frozen=True)
+class DemlConfig:
+    """DEML: L = L_meta + concept_weight * L_discrimination; a ResNet concept generator of
+    `width` filters, `concept_stages` stages of `concept_blocks` blocks; `external_batch`
+    external examples per step, split over the meta-batch."""
+
+    width: int = setting(64, "filters of the concept generator")
+    inner_lr: float = setting(0.4, "inner-loop learning rate (Meta-SGD: its start)")
+    inner_steps: int = setting(1, "inner steps at training")
+    test_inner_steps: int = setting(0, "inner steps at evaluation (0: as training)")
+    remat: bool = setting(False, "jax.checkpoint each inner step")
+    first_order: bool = setting(False, "drop second derivatives of the inner loop")
+    concept_weight: float = setting(1.0, "lambda (0: no discriminator)")
+    external_batch: int = setting(64, "external examples per step")
+    concept_stages: int = setting(3, "ResNet stages of the concept generator")
+    concept_blocks: int = setting(1, "residual blocks per stage")
+    meta_learner: str = setting("metasgd", "learner on the concepts", ("metasgd", "maml"))
+
+
+@dataclass(frozen=True)
+class BaselineConfig:
+    """Transfer baselines (finetune, baseline++, multitask): a classifier pre-trained on batches
+    of `batch_size` images; at test a new head fitted by `head_steps` of Adam, then optionally
+    `finetune_steps` of the whole network, unfreezing from the earliest layer."""
+
+    width: int = setting(64, "filters per conv layer")
+    downsample: str = setting("maxpool", "conv4 downsampling", ("maxpool", "stride"))
+    batch_size: int = setting(128, "pre-training images per step")
+    head_steps: int = setting(100, "Adam steps fitting a new head per test episode")
+    head_lr: float = setting(0.01, "learning rate of the new head")
+    finetune_steps: int = setting(0, "then fine-tune the whole network this many steps (0: head "
+                                  "only)")
+    finetune_lr: float = setting(1e-4, "learning rate of that fine-tuning")
+
+
+# algorithm -> its settings class (the registry of the application adds the learner builders)
+ALGO_SETTINGS: dict[str, type] = {
+    "maml": MamlConfig, "fomaml": MamlConfig, "anil": MamlConfig, "metasgd": MetaSGDConfig,
+    "reptile": ReptileConfig, "pretrained": PretrainedConfig,
+    "protonet": ProtoNetConfig, "relation": RelationConfig, "matching": MatchingConfig,
+    "siamese": SiameseConfig,
+    "mann": MANNConfig, "lstm": SequenceConfig, "feedforward": SequenceConfig, "snail": SnailConfig,
+    "l2o": L2OConfig, "deml": DemlConfig,
+    "finetune": BaselineConfig, "baseline++": BaselineConfig, "multitask": BaselineConfig,
+}
+SHARED_PARTS: dict[str, type] = {"data": DataConfig, "train": TrainConfig, "eval": EvalConfig}
+# The learned optimiser reads these of the shared parts only (it has no episodes).
+L2O_SHARED = ("dataset", "image_size", "data_dir", "steps", "meta_batch", "lr", "seed",
+              "val_episodes", "checkpoint_every", "log_every", "eval_episodes", "eval_seed")
+
+
+def _fields(cls: type) -> list[dataclasses.Field]:
+    return list(dataclasses.fields(cls))
+
+
+def settings_of(algo: str) -> dict[str, list[dataclasses.Field]]:
+    """The settings an algorithm has, by part: `{"data": [...], "train": [...], "eval": [...],
+    <algo>: [...]}` (fields of the part classes)."""
+    if algo not in ALGO_SETTINGS:
+        raise ValueError(f"unknown algorithm {algo!r}; choose one of {', '.join(ALGO_SETTINGS)}")
+    parts = {name: _fields(cls) for name, cls in SHARED_PARTS.items()}
+    if algo == "l2o":
+        parts = {name: [f for f in fs if f.name in L2O_SHARED] for name, fs in parts.items()}
+    return {**parts, algo: _fields(ALGO_SETTINGS[algo])}
+
+
+def applicable(algo: str) -> set[str]:
+    """Names of the settings of `algo`."""
+    return {f.name for fs in settings_of(algo).values() for f in fs}
+
+
+def algorithms_with(name: str) -> list[str]:
+    """The algorithms that have setting `name`."""
+    return [algo for algo in ALGO_SETTINGS if name in applicable(algo)]
+
+
+def _all_fields() -> list[tuple[str, type, dataclasses.Field]]:
+    """Every setting of every part, once (a name shared by families keeps its first default)."""
+    seen: dict[str, tuple[str, type, dataclasses.Field]] = {}
+    for cls in [*SHARED_PARTS.values(), *dict.fromkeys(ALGO_SETTINGS.values())]:
+        for f in _fields(cls):
+            if f.name not in seen:
+                seen[f.name] = (f.name, f.type, dataclasses.field(default=f.default,
+                                                                  metadata=f.metadata))
+    return list(seen.values())
+
+
+class _ConfigMethods:
+    """Derived values and views of the resolved `Config`."""
 
     @property
     def train_ways_(self) -> int:
@@ -141,7 +301,28 @@ class Config:
         return self.test_inner_steps or self.inner_steps
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        """`algo`, `full_protocol` and the settings of this algorithm, flat (`config.json`)."""
+        names = applicable(self.algo)
+        return {"algo": self.algo, "full_protocol": self.full_protocol,
+                **{k: v for k, v in dataclasses.asdict(self).items() if k in names}}
+
+    def parts(self) -> dict:
+        """The experiment config as its parts: `{"algo", "full_protocol", "data": {...}, "train":
+        {...}, "eval": {...}, <algo>: {...}}`, each holding the settings of this algorithm only
+        (`metajax train ALGO --print-config`)."""
+        values = dataclasses.asdict(self)
+        return {"algo": self.algo, "full_protocol": self.full_protocol,
+                **{part: {f.name: values[f.name] for f in fs}
+                   for part, fs in settings_of(self.algo).items()}}
+
+
+Config = dataclasses.make_dataclass(
+    "Config", [("algo", str), *_all_fields(), ("full_protocol", bool, False)],
+    bases=(_ConfigMethods,), frozen=True)
+Config.__module__ = __name__
+Config.__doc__ = """The resolved configuration of a run: every setting of every part, so that the
+application reads one record; `make_config` accepts only the settings of the run's algorithm
+(`settings_of`), the others keep their defaults and are not written to `config.json`."""
 
 
 # Per-algorithm defaults: (CPU-sized, full paper protocol). Only fields that differ from Config.
@@ -312,11 +493,25 @@ def _l2o_config(algo: str, full_protocol: bool, overrides: dict) -> Config:
     return Config(algo=algo, full_protocol=full_protocol, **fields)
 
 
+def check_applicable(algo: str, names) -> None:
+    """Raises `ValueError` naming the algorithm if any of `names` is not one of its settings."""
+    own = applicable(algo)
+    bad = [n for n in names if n not in own]
+    if bad:
+        where = "; ".join(
+            f"--{n.replace('_', '-')} is a setting of {', '.join(algorithms_with(n)) or 'none'}"
+            for n in bad)
+        raise ValueError(f"{', '.join('--' + n.replace('_', '-') for n in bad)} does not apply to "
+                         f"{algo} ({where}); `metajax train {algo} --help` lists its settings")
+
+
 def make_config(algo: str, full_protocol: bool = False, **overrides) -> Config:
     """Config for `algo`: base defaults, then the algorithm's defaults, then explicit overrides
-    (`None` values are ignored, so unset command-line flags keep the defaults)."""
+    (`None` values are ignored, so unset command-line flags keep the defaults). An override that
+    is not a setting of `algo` is an error (`check_applicable`)."""
     if algo not in ALGO_DEFAULTS:
         raise ValueError(f"unknown algorithm {algo!r}; choose one of {', '.join(ALGO_DEFAULTS)}")
+    check_applicable(algo, [k for k, v in overrides.items() if v is not None])
     if algo == "l2o" or overrides.get("dataset") in L2O_DATASETS:
         return _l2o_config(algo, full_protocol, {k: v for k, v in overrides.items() if v is not None})
     overrides = {k: v for k, v in overrides.items() if v is not None}

@@ -4,10 +4,11 @@ trained on N-way episodes, its training sampler) from a run's `Config`."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import NamedTuple
 
 import flax.linen as nn
 
-from metajax.config import Config
+from metajax.config import ALGO_SETTINGS, Config
 from metajax.data.pairs import check_pairs_shape, pair_sampler
 from metajax.data.sequences import label_size
 from metajax.learners import (
@@ -248,6 +249,28 @@ TRAIN_SAMPLERS: dict[str, Callable[[Config, tuple[int, ...], str], SampleFn]] = 
     "finetune": _class_batches,
     "baseline++": _class_batches,
     "multitask": _class_batches,
+}
+
+
+class Algorithm(NamedTuple):
+    """What the application knows of an algorithm: its settings class (`metajax.config`), how to
+    build its learner from a run's config, the sampler it trains on (None: N-way K-shot episodes,
+    or label-offset sequences for the sequence protocol) and the datasets it runs on."""
+
+    settings: type
+    build: Callable[..., Learner]
+    train_sampler: Callable[[Config, tuple[int, ...], str], SampleFn] | None
+    datasets: tuple[str, ...]
+
+
+_EPISODIC = ("omniglot", "miniimagenet")
+_DATASETS = {"maml": (*_EPISODIC, "sinusoid"), "fomaml": (*_EPISODIC, "sinusoid"),
+             "metasgd": (*_EPISODIC, "sinusoid"), "pretrained": ("sinusoid",),
+             "l2o": ("quadratic", "mlp")}
+ALGORITHMS: dict[str, Algorithm] = {
+    algo: Algorithm(ALGO_SETTINGS[algo], LEARNERS.get(algo), TRAIN_SAMPLERS.get(algo),
+                    _DATASETS.get(algo, _EPISODIC))
+    for algo in ALGO_SETTINGS
 }
 
 

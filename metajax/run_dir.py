@@ -12,7 +12,7 @@ from pathlib import Path
 import jax
 
 from metajax.allocator import current_allocator
-from metajax.config import Config, make_config
+from metajax.config import Config, applicable, make_config
 from metajax.training.trainer import refuse_existing_checkpoints
 
 
@@ -55,8 +55,11 @@ def check_same_config(config: Config, out_dir: str | Path) -> None:
     config_path = Path(out_dir) / "config.json"
     if not config_path.exists():
         return
-    # a run saved before a setting existed ran with that setting's default
-    saved = {**_config_defaults(), **json.loads(config_path.read_text())}
+    # a run saved before a setting existed ran with that setting's default; settings that are not
+    # the algorithm's (older config.json files list every field) never affected the run
+    own = {"algo", "full_protocol", *applicable(config.algo)}
+    saved = {k: v for k, v in {**_config_defaults(), **json.loads(config_path.read_text())}.items()
+             if k in own}
     current = config.to_dict()
     changed = sorted(k for k in set(saved) | set(current)
                      if saved.get(k) != current.get(k) and k not in BOOKKEEPING)
@@ -82,4 +85,9 @@ def load_config(out_dir: str | Path) -> Config:
     if not path.exists():
         raise FileNotFoundError(f"{path} not found: is {out_dir} a run directory of `metajax train`?")
     fields = json.loads(path.read_text())
-    return make_config(fields.pop("algo"), fields.pop("full_protocol"), **fields)
+    algo = fields.pop("algo")
+    # config.json files written before settings were per algorithm list every field; the ones
+    # that are not this algorithm's settings never affected the run
+    own = applicable(algo)
+    return make_config(algo, fields.pop("full_protocol", False),
+                       **{k: v for k, v in fields.items() if k in own})

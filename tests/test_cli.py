@@ -21,6 +21,68 @@ def test_help_lists_the_algorithms():
         assert algo in out
 
 
+@pytest.mark.parametrize("argv, algo, flag, owner", [
+    (["train", "protonet", "--affine"], "protonet", "--affine", "siamese"),
+    (["train", "protonet", "--fce"], "protonet", "--fce", "matching"),
+    (["train", "maml", "--memory-slots", "64"], "maml", "--memory-slots", "mann"),
+    (["train", "protonet", "--no-affine"], "protonet", "--affine", "siamese"),
+])
+def test_a_flag_of_another_algorithm_is_refused_naming_both(argv, algo, flag, owner, capsys,
+                                                           tmp_path):
+    assert main([*argv, "--out", str(tmp_path / "run"), "--steps", "1"]) == 2
+    err = capsys.readouterr().err
+    assert f"{flag} does not apply to {algo}" in err and owner in err
+    assert not (tmp_path / "run").exists()  # refused before anything ran
+
+
+def test_print_config_shows_the_algorithms_own_settings_only(capsys):
+    from metajax.config import applicable
+
+    assert main(["train", "maml", "--print-config", "--inner-lr", "0.1"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["maml"]["inner_lr"] == 0.1 and printed["train"]["meta_batch"] == 32
+    names = {k for part in ("data", "train", "eval", "maml") for k in printed[part]}
+    assert names == applicable("maml")
+    for other in ("fce", "affine", "memory_slots", "pairs", "concept_weight", "unroll"):
+        assert other not in names
+    assert main(["train", "protonet", "--print-config"]) == 0
+    assert json.loads(capsys.readouterr().out)["protonet"] == {"width": 64}
+
+
+def test_help_of_an_algorithm_lists_its_flags_with_its_defaults():
+    out = subprocess.run([sys.executable, "-m", "metajax", "train", "maml", "--help"],
+                         capture_output=True, text=True, check=True).stdout
+    assert "--inner-lr" in out and "--meta-batch" in out
+    assert "(default: 32)" in out  # maml's meta-batch, not the base default 1
+    assert "--affine" not in out and "--memory-slots" not in out and "--fce" not in out
+    out = subprocess.run([sys.executable, "-m", "metajax", "train", "siamese", "--help"],
+                         capture_output=True, text=True, check=True).stdout
+    assert "--affine" in out and "--inner-lr" not in out
+
+
+def test_runs_written_with_every_field_still_load():
+    """config.json files from before settings were per algorithm list every field."""
+    import dataclasses
+
+    from metajax.config import Config, make_config
+    from metajax.run_dir import check_same_config, load_config
+
+    old = {f.name: f.default for f in dataclasses.fields(Config)
+           if f.default is not dataclasses.MISSING}
+    old.update(algo="protonet", full_protocol=False, train_ways=30, steps=3000,
+               lr_decay_every=1000, affine=True, inner_lr=0.4)  # affine was ignored then
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory() as d:
+        (Path(d) / "config.json").write_text(json.dumps(old))
+        config = load_config(d)
+        assert config == make_config("protonet")
+        check_same_config(make_config("protonet"), d)  # a resume with the defaults passes
+        with pytest.raises(ValueError, match="changed"):
+            check_same_config(make_config("protonet", steps=10), d)
+
+
 def test_unknown_algorithm_and_dataset_name_the_valid_ones(capsys):
     with pytest.raises(SystemExit):
         main(["train", "nope", "--out", "x"])

@@ -375,47 +375,73 @@ def run_loop(step_fn: Callable[[Any, Any], tuple[Any, Metrics]], state: Any, dat
     wall_start = time.time()
     bar = tqdm(total=steps, initial=start_step, desc="meta-train", disable=not progress,
                dynamic_ncols=True)
+    # Metrics stay on the device until a log line, a validation or a checkpoint needs them: one
+    # transfer per window instead of a host sync per step, which would stall dispatch on an
+    # accelerator. They are then checked and summed step by step, as before.
+    pending: list[tuple[int, Metrics]] = []
+    excluded = 0.0  # seconds of validation and checkpointing inside the timed window
+    timed_from = None
+
+    def diverged(step_no: int, loss: float) -> TrainingDiverged:
+        manager.wait_until_finished()
+        manager.close()
+        bar.close()
+        where = (f"the last good checkpoint (step {last_saved}) is kept in "
+                 f"{out_dir / 'checkpoints'}" if last_saved is not None
+                 else "no checkpoint had been written yet")
+        return TrainingDiverged(f"loss is {loss} at step {step_no}; training stopped and {where}. "
+                                f"Try a lower learning rate.")
+
+    def fetch() -> None:
+        nonlocal count
+        for (step_no, _), host in zip(pending, jax.device_get([m for _, m in pending]),
+                                      strict=True):
+            host = {k: float(v) for k, v in host.items()}
+            if not math.isfinite(host["loss"]):
+                raise diverged(step_no, host["loss"])
+            for k, v in host.items():
+                sums[k] = sums.get(k, 0.0) + v
+            count += 1
+        pending.clear()
+
     with open(metrics_path, "a") as log:
         for step in range(start_step, steps):
             t0 = time.perf_counter()
             state, metrics = step_fn(state, data)
-            metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
-            dt = time.perf_counter() - t0
             if compile_s is None:
-                compile_s = dt
+                jax.block_until_ready(metrics)
+                compile_s = time.perf_counter() - t0
+                timed_from = time.perf_counter()
             else:
-                timed_steps, timed_seconds = timed_steps + 1, timed_seconds + dt
-            if not math.isfinite(metrics["loss"]):
-                manager.wait_until_finished()
-                manager.close()
-                bar.close()
-                where = (f"the last good checkpoint (step {last_saved}) is kept in "
-                         f"{out_dir / 'checkpoints'}" if last_saved is not None
-                         else "no checkpoint had been written yet")
-                raise TrainingDiverged(
-                    f"loss is {metrics['loss']} at step {step + 1}; training stopped and {where}. "
-                    f"Try a lower learning rate."
-                )
-            for k, v in metrics.items():
-                sums[k] = sums.get(k, 0.0) + v
-            count += 1
+                timed_steps += 1
             done = step + 1
-            if done % log_every == 0 or done == steps:
+            pending.append((done, metrics))
+            log_now = done % log_every == 0 or done == steps
+            validate_now = (validate is not None and val_every
+                            and (done % val_every == 0 or done == steps))
+            save_now = done % checkpoint_every == 0 or done == steps
+            if log_now or validate_now or save_now:
+                fetch()  # also the finite-loss check, before anything is validated or saved
+            if log_now:
                 row = {"step": done, **{k: v / count for k, v in sums.items()},
                        "time_s": round(time.time() - wall_start, 3)}
                 log.write(json.dumps(row) + "\n")
                 log.flush()
                 bar.set_postfix({k: f"{v:.4g}" for k, v in row.items() if k in postfix})
                 sums, count = {}, 0
-            if validate is not None and val_every and (done % val_every == 0 or done == steps):
+            t_side = time.perf_counter()
+            if validate_now:
                 val = validate(state.params, getattr(state, "inner_state", None))
                 log.write(json.dumps({"step": done, **{f"val_{k}": v for k, v in val.items()}})
                           + "\n")
                 log.flush()
-            if done % checkpoint_every == 0 or done == steps:
+            if save_now:
                 manager.save(done, args=ocp.args.StandardSave(state))
                 last_saved = done
+            excluded += time.perf_counter() - t_side
             bar.update(1)
+    if timed_from is not None and timed_steps:
+        timed_seconds = time.perf_counter() - timed_from - excluded
     bar.close()
     manager.wait_until_finished()
     manager.close()
