@@ -328,7 +328,8 @@ application reads one record; `make_config` accepts only the settings of the run
 # Per-algorithm defaults: (CPU-sized, full paper protocol). Only fields that differ from Config.
 ALGO_DEFAULTS: dict[str, tuple[dict, dict]] = {
     "protonet": (
-        # 30-way training episodes (paper: 60) and a shorter schedule fit a 20-minute CPU budget.
+        # 30-way training episodes (paper: 60) and a shorter schedule fit a 20-minute CPU budget
+        # (benchmarks/results/protonet_omniglot.md).
         dict(train_ways=30, queries=5, steps=3000, lr_decay_every=1000, split="vinyals"),
         # Snell et al.: 60-way training, 5 queries, Adam 1e-3 halved every 2000 episodes.
         dict(train_ways=60, queries=5, steps=20000, lr_decay_every=2000, split="vinyals"),
@@ -343,13 +344,9 @@ ALGO_DEFAULTS: dict[str, tuple[dict, dict]] = {
              split="lake", val_every=0),
     ),
     "relation": (
-        # 5-way training episodes with 10 queries per class; a short schedule for a 2-core CPU
-        # (4000 steps gave 96.2%, 12,000 97.69%, 22,000 98.39%). Forming no pairs makes the step
-        # 1.49x faster (benchmarks/results/relation_speed.md), and under jemalloc (which the
-        # benchmark scripts now use, as `metajax train` does) a step took 62 ms against 82 ms with
-        # glibc's allocator. 26,000 steps in 28 min: with the learning rate annealed linearly to 0,
-        # 98.55 ± 0.15% (5-way) and 94.39% (20-way); halved every 6500 steps instead, 98.49 ± 0.16
-        # and 94.15 (same session, same seed).
+        # 5-way training episodes with 10 queries per class, the learning rate annealed linearly
+        # to 0: the schedule that fits a 30-minute CPU budget (results and timings:
+        # benchmarks/results/metric_omniglot_relation.md, relation_speed.md).
         dict(train_ways=5, queries=10, steps=26000, lr_anneal=True, val_every=2000,
              split="vinyals"),
         # Sung et al.: 5-way episodes with 19 queries per class (20-way: 10), Adam 1e-3 halved
@@ -357,8 +354,8 @@ ALGO_DEFAULTS: dict[str, tuple[dict, dict]] = {
         dict(train_ways=5, queries=19, steps=1000000, lr_decay_every=100000, split="vinyals"),
     ),
     "matching": (
-        # 20-way training episodes, plain cosine attention (no FCE) for speed (0.18 s/step under
-        # jemalloc, 0.28 under glibc's default allocator: 540 vs 948 s for the 3000 steps).
+        # 20-way training episodes, plain cosine attention (no FCE), which is faster
+        # (benchmarks/results/metric_omniglot_matching.md).
         dict(train_ways=20, queries=5, steps=3000, lr_decay_every=1000, split="vinyals"),
         # Vinyals et al.: full context embeddings; train N-way = test N-way; Adam.
         dict(train_ways=0, queries=5, fce=True, steps=40000, lr_decay_every=10000, split="vinyals"),
@@ -369,12 +366,9 @@ ALGO_DEFAULTS: dict[str, tuple[dict, dict]] = {
 # MAML and its relatives on Omniglot. Finn et al.: conv4 with stride-2 convolutions, query set of K
 # examples per class, inner lr 0.4, 1 inner step at training and 3 at test (5-way), meta-batch 32,
 # Adam 1e-3, 60,000 iterations, the MAML split (1100/100 train/val characters, 423 test). On 2 CPU
-# cores: the paper's meta-batch of 32 and 13,000 steps (measured 0.16-0.24 s per MAML step with the
-# im2col conv4, vmapped over tasks, jemalloc: 35-55 minutes; Meta-SGD about 10% slower). 5000
-# steps gave MAML 96.40% and Meta-SGD 96.48%, both still rising, short of the 97% goal.
-# task_map "auto": tasks one after another on a CPU; this training step measured 217 ms against
-# 238 ms vmapped (MAML; Meta-SGD 217 vs 238, FOMAML 146 vs 159, ANIL 126 vs 125, interleaved on
-# one idle machine), with one task's temporaries instead of 32 tasks'.
+# cores: the paper's meta-batch of 32 and fewer steps, sized to under an hour
+# (benchmarks/results/maml_omniglot.md). task_map "auto": tasks one after another on a CPU, which
+# keeps one task's temporaries instead of 32 tasks' (benchmarks/results/maml_speed_*.md).
 _MAML_CPU = dict(split="maml", downsample="stride", queries=0, inner_lr=0.4, inner_steps=1,
                  test_inner_steps=3, meta_batch=32, steps=13000, lr=1e-3, val_every=1000,
                  eval_episodes=600, task_map="auto")
@@ -393,8 +387,7 @@ _REPTILE = dict(split="maml", downsample="stride", train_shots=5, queries=5, inn
                 inner_steps=5, test_inner_steps=50, inner_batch=10, meta_batch=5,
                 optimizer="sgd", lr=1.0, lr_anneal=True, eval_episodes=600)
 ALGO_DEFAULTS["reptile"] = (
-    # CPU: 20,000 steps (about 0.08 s each: 30 min); 5000 steps with a fresh inner Adam per task
-    # gave 79.9%.
+    # CPU: 20,000 steps, about 30 minutes (benchmarks/results/maml_omniglot.md).
     dict(_REPTILE, steps=20000, task_map="map", val_every=5000, val_episodes=100),
     dict(_REPTILE, steps=100000, val_every=5000),
 )
@@ -408,7 +401,8 @@ ALGO_DEFAULTS["deml"] = (dict(_DEML, meta_batch=4, steps=2000),
                          dict(_DEML, meta_batch=32, steps=60000, external_batch=256))
 # Transfer baselines (Chen et al. 2019): conv4 pre-trained as a classifier over all training classes
 # (Vinyals split) with Adam 1e-3, batches of 128; at test a new head per episode. CPU: 3000 steps
-# (measured about 0.1 s per step); the paper trains 400 epochs (full protocol: 40000 steps).
+# (benchmarks/results/baselines_omniglot.md); the paper trains 400 epochs (full protocol: 40000
+# steps).
 # multitask: fixed tasks of 5 training classes, a head each.
 _BASELINE = dict(split="vinyals", batch_size=128, lr=1e-3, lr_decay_every=1000, val_every=1000,
                  val_episodes=100, eval_episodes=600)
@@ -420,8 +414,8 @@ ALGO_DEFAULTS["pretrained"] = (dict(), dict())
 
 # Sinusoid regression (Finn et al.): MLP 1-40-40-1, K=10 points, inner lr 0.01, 1 inner step, meta-
 # batch 25, Adam 1e-3, 70,000 iterations; evaluated after 10 steps on 600 tasks. Query points: K at
-# training, 100 at test (a lower-variance estimate of the same expected MSE). 70,000 steps take
-# about a minute on a CPU, so the CPU defaults are the paper's.
+# training, 100 at test (a lower-variance estimate of the same expected MSE). The paper's schedule
+# fits a CPU (benchmarks/results/sinusoid.md), so the CPU defaults are the paper's.
 _SINUSOID = dict(shots=10, queries=0, test_queries=100, inner_lr=0.01, inner_steps=1,
                  test_inner_steps=10, meta_batch=25, steps=70000, lr=1e-3, val_every=0,
                  eval_episodes=600, log_every=1000, checkpoint_every=10000)
@@ -449,7 +443,7 @@ ALGO_DEFAULTS["l2o"] = L2O_DEFAULTS["quadratic"]
 # Black-box learners. The sequence protocol (Santoro et al.): 20x20 images, the MAML split's 1100
 # training characters (+ 100 validation; 423 test), 5 classes x 10 instances per episode, LSTM
 # controller of 200 units, memory 128 x 40 with 4 read heads; the paper trained 100,000 episodes
-# (RMSprop 1e-4); on 2 CPU cores Adam 1e-3 on batches of 16 episodes (about 0.13 s per step).
+# (RMSprop 1e-4); on 2 CPU cores Adam 1e-3 on batches of 16 episodes.
 _SEQUENCE = dict(protocol="sequence", split="maml", image_size=20, ways=5, instances=10, width=200,
                  meta_batch=16, lr=1e-3, clip_norm=10.0, steps=10000, val_every=2000,
                  val_episodes=200, eval_episodes=1000, log_every=100, checkpoint_every=1000)
@@ -460,7 +454,7 @@ _SEQUENCE_FULL = dict(_SEQUENCE, steps=100000, val_every=5000, checkpoint_every=
 _EPISODES = dict(protocol="episodes", split="vinyals", image_size=28, queries=5, meta_batch=4,
                  steps=3000, lr=1e-3, lr_decay_every=1000, val_every=1000, eval_episodes=600)
 _EPISODES_FULL = dict(_EPISODES, steps=40000, meta_batch=16, lr_decay_every=10000, val_every=5000)
-# MANN's CPU default: 28,000 steps (about 50 min; 16,000 steps gave 94.7% at the 10th instance).
+# MANN's CPU default: 28,000 steps, under an hour (benchmarks/results/mann_omniglot.md).
 ALGO_DEFAULTS["mann"] = (dict(_SEQUENCE, steps=28000), dict(_SEQUENCE_FULL))
 for _algo in ("lstm", "feedforward"):  # the sequence baselines by default; --protocol episodes
     ALGO_DEFAULTS[_algo] = (dict(_SEQUENCE), dict(_SEQUENCE_FULL))

@@ -333,8 +333,7 @@ def reptile(network: nn.Module, inner_lr: float = 1e-3, steps: int = 5, *, inner
     to task and meta-step to meta-step (`init_inner_state`; `meta_grad(params, task, key, state)`
     returns the state after the task), so inner steps are scaled by a long history of squared
     gradients. With a fresh state per task (`False`; `meta_grad(params, task, key)`) Adam's first
-    steps are sign steps of size `inner_lr` in every coordinate (measured in
-    `tests/test_maml.py`'s hand-computed Adam checks).
+    steps are sign steps of size `inner_lr` in every coordinate.
 
     `loss`/`predict` (for evaluation) adapt on the whole support set for `steps` Adam steps
     (`adapt`) and score the query set. Adam starts from `test_inner_state`, the state

@@ -36,7 +36,7 @@ def support_normalized_similarities(query: Array, support: Array) -> Array:
     The norm of the query embedding then acts as a learned inverse temperature of the attention
     softmax, as in the widely used reimplementations of Matching Networks. With a plain cosine the
     logits lie in [-1, 1] (in [0, 1] after conv4's final ReLU), so the attention can never be sharp:
-    training stalls far below the paper's accuracy (82% at Omniglot 5-way 1-shot at the CPU budget).
+    training stalls far below the paper's accuracy.
     """
     s = support / jnp.sqrt(jnp.sum(support * support, axis=-1, keepdims=True) + EPS)
     return query @ s.T

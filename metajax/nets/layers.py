@@ -36,12 +36,11 @@ def max_pool_2x2(x: jax.Array) -> jax.Array:
     tangent masked to the first maximum of each window (ties go to the first, top-left to
     bottom-right, as in PyTorch) and summed over the window, so the gradient is one elementwise
     select of the broadcast output gradient. Why: XLA's own gradients of `reduce_window` or of
-    four strided slices scatter through interior padding (measured 133 of ~1100 ms of op time of
-    a conv4 MAML step at meta-batch 8); picking the tangent among the four corner slices made the
+    four strided slices scatter through interior padding, a large share of a conv4 MAML step's op
+    time; picking the tangent among the four corner slices made the
     gradient a sum of four padded arrays, which XLA fused with the next convolution's input
     gradient and ran unvectorised, once per pooled input (the largest op of workload A's step).
-    The mask form made that step 1.35x (order 2) and 1.45x (order 1) faster
-    (`benchmarks/conv_impls.py`, alternating in one process).
+    The mask form is faster (`benchmarks/results/conv_impls.md`, alternating in one process).
     Forward and reverse mode of any order work (a custom JVP, not a custom VJP), under `vmap` too.
     """
     *_, h, w, _ = x.shape
@@ -99,8 +98,7 @@ def conv_im2col(x: jax.Array, kernel: jax.Array, stride: int = 1,
     channels (im2col) and multiplied by the kernel reshaped to `[kh * kw * C, O]`. Same result
     as `lax.conv_general_dilated` (NHWC, HWIO) up to float rounding. Why: when every task of a
     meta-batch has its own weights (MAML), `vmap` turns a convolution into a grouped convolution,
-    which XLA:CPU runs slowly (conv4 MAML at meta-batch 8: 9.6 s per step mapped task by task, 1.1 s
-    as vmapped batched matmuls); a batched matmul is fast everywhere and its autodiff (any order)
+    which XLA:CPU runs slowly (`benchmarks/results/conv_impls.md`); a batched matmul is fast everywhere and its autodiff (any order)
     is plain slicing and matmuls. Meant for small kernels (3x3): the patches are `kh * kw` times
     the input.
     """

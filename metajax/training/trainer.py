@@ -76,9 +76,9 @@ TASK_MAPS = ("vmap", "map", "map:N", "auto")
 
 
 def resolve_task_map(task_map: str) -> str:
-    """`task_map` checked, with "auto" made concrete: "map" on a CPU (measured faster than
-    "vmap" for conv4 MAML there, and one task's memory instead of the meta-batch's: see
-    `map_over_tasks`), "vmap" on an accelerator (one batched program keeps it busy)."""
+    """`task_map` checked, with "auto" made concrete: "map" on a CPU (one task's memory instead of
+    the meta-batch's, see `map_over_tasks`), "vmap" on an accelerator (one batched program keeps
+    it busy)."""
     if task_map == "auto":
         return "map" if jax.default_backend() == "cpu" else "vmap"
     if task_map in ("vmap", "map") or (
@@ -106,8 +106,7 @@ def map_over_tasks(fn: Callable, task_map: str = "vmap") -> Callable:
     `batch_size=N`). `"auto"`: "map" on a CPU, "vmap" on an accelerator. On a CPU, a whole
     meta-batch of conv4 MAML tasks (32) needs gigabytes of temporaries under "vmap"; one after
     another, each task's working set stays small (with `meta_update`, which takes each task's
-    gradient inside the loop), and the step was measured 5-15% faster
-    (`benchmarks/results/maml_speed_*.md`).
+    gradient inside the loop), and the step is no slower (`benchmarks/results/maml_speed_*.md`).
     """
     resolve_task_map(task_map)  # a bad value fails here, not at the first call
     return lambda params, tasks, keys: map_leading(lambda tk: fn(params, *tk), (tasks, keys),
