@@ -99,8 +99,8 @@ def conv_im2col(x: jax.Array, kernel: jax.Array, stride: int = 1,
     as `lax.conv_general_dilated` (NHWC, HWIO) up to float rounding. Why: when every task of a
     meta-batch has its own weights (MAML), `vmap` turns a convolution into a grouped convolution,
     which XLA:CPU runs slowly (`benchmarks/results/conv_impls.md`); a batched matmul is fast
-    everywhere and its autodiff (any order) is plain slicing and matmuls. Meant for small kernels (3x3): the patches are `kh * kw` times
-    the input.
+    everywhere and its autodiff (any order) is plain slicing and matmuls. Meant for small kernels
+    (3x3): the patches are `kh * kw` times the input.
     """
     if x.ndim != 4 or kernel.ndim != 4 or kernel.shape[2] != x.shape[-1]:
         raise ValueError(f"conv_im2col expects x [B, H, W, C] and kernel [kh, kw, C, O]; got "
