@@ -13,14 +13,11 @@ Chen et al. (2019) report conv4 baselines on miniImageNet only (REFERENCE_RESULT
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import parse_with_allocator, report, train_then_score, training_parser
 
-from common import parse_with_allocator, report, train_then_score, training_parser  # noqa: E402
-
-from metajax.config import make_config  # noqa: E402
+from metajax.config import make_config
 
 ALGOS = ("finetune", "baseline++", "multitask")
 

@@ -9,12 +9,11 @@ numbers where there are some (SNAIL: Mishra et al. 2018).
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import parse_with_allocator, report, train_then_score
 
-from common import goal_cell, parse_with_allocator, report, train_then_score  # noqa: E402
+from metajax.bench.results import goal_cell
 
 PAPER = {"snail": {(5, 1): 99.07}}  # Mishra et al. 2018, Omniglot 5-way 1-shot
 GOAL: dict = {}

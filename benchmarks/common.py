@@ -1,32 +1,27 @@
-"""Helpers shared by the benchmark scripts: where results go and how they are recorded."""
+"""What the benchmark scripts share that is theirs: the options every train-then-score script takes
+(`training_parser`, `parse_with_allocator`), where results go (`RESULTS`) and how a rerun keeps the
+rows of methods it did not run (`keep_earlier_rows`), and the train / score / step helpers built on
+`metajax.experiment`. Writing a result is `metajax.bench.results`' (`write_results` and `report`
+hand it over)."""
 
 from __future__ import annotations
 
 import argparse
 import json
-import shlex
-import sys
 import time
 from pathlib import Path
+
+from metajax.bench.results import command_line, from_json, write
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def command_line() -> str:
-    return "python " + " ".join(shlex.quote(a) for a in sys.argv)
-
-
 def write_results(name: str, payload: dict, table: str) -> Path:
-    """Writes `results/<name>.json` and `results/<name>.md` (the printed table plus provenance)."""
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    payload = {"command": command_line(), "date": time.strftime("%Y-%m-%d %H:%M"), **payload}
-    (RESULTS / f"{name}.json").write_text(json.dumps(payload, indent=2))
-    machine = payload.get("machine", {})
-    md = (f"# {name}\n\nCommand: `{payload['command']}`  \nDate: {payload['date']}  \n"
-          f"Machine: {machine.get('cpu', '?')}, {machine.get('cpu_count', '?')} cores, "
-          f"jax {machine.get('jax', '?')}\n\n{table}\n")
-    (RESULTS / f"{name}.md").write_text(md)
-    return RESULTS / f"{name}.json"
+    """Writes `results/<name>.json` and `results/<name>.md` (the printed table plus provenance):
+    `payload`'s fields as `metajax.bench.results.Result` fields (machine, rows, settings, wall
+    time) and the rest kept as they are."""
+    return write(from_json(name, {"command": command_line(), "date": time.strftime("%Y-%m-%d %H:%M"),
+                                  **payload}, table), RESULTS)
 
 
 def training_parser(doc: str, *, out: str, name: str | None, episodes: int,
@@ -138,17 +133,10 @@ def train_stepper(config, learner, train):
     return run
 
 
-def goal_cell(value: float, goal: float | None) -> str:
-    """`>= goal met` / `>= goal NOT met`, or empty where there is no goal."""
-    if goal is None:
-        return ""
-    return f">= {goal} {'met' if value >= goal else 'NOT met'}"
-
-
 def report(name: str, rows: list[dict], lines: list[str], **extra) -> None:
     """Prints the table and writes it with the rows, the machine and any `extra` fields to
     `results/<name>.*`."""
-    from metajax.experiment import machine_info
+    from metajax.bench.machine import machine_info
 
     table = "\n".join(lines)
     print(table)

@@ -10,7 +10,7 @@ tasks mapped one after another as the library's default does on a CPU):
 - `im2col` and `winograd`: `Conv4(conv=...)` with the library's current max-pool.
 
 Prints the median seconds per step, each variant's ratio to the first (median of per-round
-ratios) and XLA's FLOP count of each compiled step (`hlo_flops.py`).
+ratios) and XLA's FLOP count of each compiled step (`metajax.bench.flops`).
 
     python benchmarks/conv_impls.py [--rounds 6] [--orders 1 2]
 """
@@ -20,24 +20,19 @@ from __future__ import annotations
 import argparse
 import contextlib
 import statistics
-import sys
 import time
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from common import report
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from common import report  # noqa: E402
-from hlo_flops import hlo_flops  # noqa: E402
-
-from metajax.allocator import current_allocator, reexec_with_allocator  # noqa: E402
-from metajax.learners.maml import maml  # noqa: E402
-from metajax.nets import Conv4, layers  # noqa: E402
-from metajax.training.trainer import meta_gradient  # noqa: E402
-from metajax.types import Task  # noqa: E402
+from metajax.allocator import current_allocator, reexec_with_allocator
+from metajax.bench.flops import hlo_flops
+from metajax.learners.maml import maml
+from metajax.nets import Conv4, layers
+from metajax.training.trainer import meta_gradient
+from metajax.types import Task
 
 
 @jax.custom_jvp

@@ -30,15 +30,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.common import earlier_rows, write_results  # noqa: E402
-from metajax.config import make_config  # noqa: E402
-from metajax.experiment import check_same_config, evaluate_run, machine_info, train_and_evaluate  # noqa: E402
+from common import earlier_rows, write_results
+
+from metajax.bench.machine import machine_info
+from metajax.config import make_config
+from metajax.experiment import evaluate_run, train_and_evaluate
+from metajax.run_dir import check_same_config
 
 # Zhou et al. report miniImageNet only (5-way 1-shot DEML + Meta-SGD 58.49 vs Meta-SGD 50.47);
 # Omniglot numbers of Meta-SGD (Li et al. 2017), conv4, its full protocol.
@@ -72,7 +73,7 @@ def _key(row: dict) -> tuple:
 
 def merge_earlier_rows(name: str, rows: list[dict]) -> list[dict]:
     """`rows` plus the rows of `results/<name>.json` (same step budget) that this invocation did
-    not re-run (`benchmarks.common.earlier_rows`), so the ablation can be run a few rows at a
+    not re-run (`common.earlier_rows`), so the ablation can be run a few rows at a
     time. Sorted by setting (20-way first), row, then lambda."""
     rows = earlier_rows(name, rows, _key, field="rows") + rows
     return sorted(rows, key=lambda r: (-r["ways"], ROWS.index(r["row"]), r["first_order"],

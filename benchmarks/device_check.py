@@ -1,5 +1,6 @@
 """Helpers of `benchmarks/device_check.sh` (issue 35: `maml_speed.py` on a lent GPU in one short,
-prepared run). Standard library and numpy only at import; `maml_speed` is imported from this folder.
+prepared run). Standard library and numpy only at import (no JAX); `maml_speed` and its report are
+imported from this folder (a script's own folder is on its path).
 
     python benchmarks/device_check.py validate < PLAN      # LABEL<TAB>maml_speed.py ARGS a line
     python benchmarks/device_check.py merge RESULTS.json --checks LOG... --warm JSON... \
@@ -22,26 +23,8 @@ import json
 import sys
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-
-import maml_speed  # noqa: E402
-
-
-def results_name(args: argparse.Namespace, platform: str) -> str:
-    """The file name `maml_speed.main` gives its results (kept in step with it; the script checks
-    after each run that this file was written)."""
-    name = f"maml_speed_{args.workload}"
-    if platform != "cpu":
-        name += f"_{platform}"
-    for key, tag in (("inner_steps", "k"), ("meta_batch", "T"), ("queries", "q")):
-        if getattr(args, key) != maml_speed.WORKLOADS[args.workload][key]:
-            name += f"_{tag}{getattr(args, key)}"
-    if args.scaling:
-        name += "_scaling"
-    if args.compile_cache == "warm":
-        name += "_warm"
-    return name
+import maml_speed
+from maml_speed_report import markdown, plot, ratio_rows, results_name, row_label
 
 
 def validate(label: str, argv: list[str], platform: str) -> str:
@@ -88,6 +71,8 @@ def cold_compiles(paths: list[Path]) -> list[dict]:
 
 
 def merge(results: Path, check_logs: list[Path], warm: list[Path], conditions: str) -> dict:
+    from metajax.bench.results import from_json, write  # imports metajax, and so JAX
+
     payload = json.loads(results.read_text())
     checks: dict = {}
     for log in check_logs:
@@ -95,7 +80,7 @@ def merge(results: Path, check_logs: list[Path], warm: list[Path], conditions: s
             checks.update(read_checks(log))
     merged = []
     for row in payload["results"]:
-        key = f"{maml_speed.row_label(row)} order {row['order']}"
+        key = f"{row_label(row)} order {row['order']}"
         check = checks.get(key)
         if check is None:
             continue
@@ -104,29 +89,26 @@ def merge(results: Path, check_logs: list[Path], warm: list[Path], conditions: s
         if check.get("reason"):
             row["check_reason"] = check["reason"]
         merged.append(key)
-    payload["ratios"] = maml_speed.ratio_rows(payload["results"])
+    payload["ratios"] = ratio_rows(payload["results"])
     compiles = cold_compiles(warm)
     payload["device_check"] = {
         "float64_checks": checks, "merged_into_rows": merged,
         "cold_compile": compiles, "conditions": conditions,
     }
-    results.write_text(json.dumps(payload, indent=1))
-    name = results.stem
     lines = [conditions.rstrip()]
     for c in compiles:
         lines.append(f"- metajax order {c['order']}, {c['inner_steps']} inner step(s): compiled "
                      f"cold in the first phase in {c['aot_compile_s']:.1f} s ahead of time "
                      f"(first call {c['first_call_s']:.1f} s)")
-    unchecked = [f"{maml_speed.row_label(r)} order {r['order']}" for r in payload["results"]
-                 if f"{maml_speed.row_label(r)} order {r['order']}" not in merged]
+    unchecked = [f"{row_label(r)} order {r['order']}" for r in payload["results"]
+                 if f"{row_label(r)} order {r['order']}" not in merged]
     if unchecked:
         lines.append(f"- no float64 check result for: {', '.join(unchecked)}")
-    table = maml_speed.markdown(payload)
-    results.with_suffix(".md").write_text(
-        f"# {name}\n\nCommand: `{payload['command']}`  \nDate: {payload['date']}  \n"
-        f"Wall time: {payload['wall_time_s']} s\n\n{table}\n\n"
-        "## Conditions (written by benchmarks/device_check.sh)\n\n" + "\n".join(lines) + "\n")
-    maml_speed.plot(payload, results.with_suffix(".png"))
+    table = markdown(payload) + ("\n\n## Conditions (written by benchmarks/device_check.sh)\n\n"
+                                 + "\n".join(lines))
+    result = from_json(results.stem, payload, table)
+    result.machine_in_header = False  # the table names it
+    write(result, results.parent, plot=plot, indent=1)
     return payload
 
 
@@ -154,7 +136,7 @@ def main(argv=None) -> None:
     conditions = a.conditions.read_text() if a.conditions and a.conditions.exists() else ""
     payload = merge(a.results, a.checks, a.warm, conditions)
     for row in payload["results"]:
-        print(f"  {maml_speed.row_label(row)} order {row['order']} K={row['inner_steps']}: "
+        print(f"  {row_label(row)} order {row['order']} K={row['inner_steps']}: "
               f"check {row['check']}" + (f" ({row['check_grad_rel_err']:.1e})"
                                          if row.get("check_grad_rel_err") is not None else "")
               + (f", {row['median_s']:.4f} s/step" if row.get("status") == "ok" else

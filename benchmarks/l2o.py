@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -24,16 +23,14 @@ import jax
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
+from common import RESULTS, parse_with_allocator, write_results
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS, parse_with_allocator, write_results  # noqa: E402
-
-from metajax.config import make_config  # noqa: E402
-from metajax.experiment import machine_info  # noqa: E402
-from metajax.l2o.meta_train import LR_GRID, compare_optimizers  # noqa: E402
-from metajax.l2o.optimizees import MLP_VARIANTS, mlp_family  # noqa: E402
-from metajax.l2o_run import family_and_data, make_net, meta_train  # noqa: E402
+from metajax.bench.machine import machine_info
+from metajax.config import make_config
+from metajax.l2o.meta_train import LR_GRID, compare_optimizers
+from metajax.l2o.optimizees import MLP_VARIANTS, mlp_family
+from metajax.l2o_run import family_and_data, make_net, meta_train
 
 PAPER = ("Andrychowicz et al. 2016 (figures 2-5): on held-out problems of the training family the "
          "LSTM optimiser's loss curve ends below those of SGD, NAG, RMSprop and Adam (learning rates "

@@ -12,21 +12,18 @@ Memory is XLA's own estimate: `jit(f).lower(...).compile().memory_analysis().tem
 from __future__ import annotations
 
 import argparse
-import sys
 import time
-from pathlib import Path
 
 import jax
 import numpy as np
+from common import write_results
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.common import write_results  # noqa: E402
-from metajax.experiment import machine_info  # noqa: E402
-from metajax.learners.maml import maml  # noqa: E402
-from metajax.nets import Conv4  # noqa: E402
-from metajax.training import meta_gradient  # noqa: E402
-from metajax.training.trainer import resolve_task_map  # noqa: E402
-from metajax.types import Task  # noqa: E402
+from metajax.bench.machine import machine_info
+from metajax.learners.maml import maml
+from metajax.nets import Conv4
+from metajax.training import meta_gradient
+from metajax.training.trainer import resolve_task_map
+from metajax.types import Task
 
 
 def omniglot_tasks(meta_batch: int, ways: int, shots: int, queries: int, size: int = 28) -> Task:

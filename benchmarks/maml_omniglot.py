@@ -17,15 +17,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.common import command_line, keep_earlier_rows, write_results  # noqa: E402
-from metajax.allocator import reexec_with_allocator  # noqa: E402
-from metajax.config import make_config  # noqa: E402
-from metajax.experiment import machine_info, train_and_evaluate  # noqa: E402
+from common import keep_earlier_rows, write_results
+
+from metajax.allocator import reexec_with_allocator
+from metajax.bench.machine import machine_info
+from metajax.bench.results import command_line
+from metajax.config import make_config
+from metajax.experiment import train_and_evaluate
 
 # Omniglot 5-way 1-shot accuracy (%) from the papers (REFERENCE_RESULTS.md); ANIL reports 20-way only.
 PAPER = {"maml": "98.7 ± 0.4", "fomaml": "– (MAML paper: 98.3 ± 0.5)", "metasgd": "99.53 ± 0.26",

@@ -22,6 +22,10 @@ without remat. `--scaling` adds metajax rows over meta-batch, inner steps and fo
 
 metajax goes through the library's public path only (`make_config`, `metajax.registry.build_learner`,
 `make_train_step` or `meta_gradient` + optax), so speed-ups inside the library are measured as-is.
+
+This file is the driver (options, processes, checks, timing, scaling, the results file); the shared
+problem and the metajax worker are in `maml_speed_workloads.py`, the ratios, table and plot in
+`maml_speed_report.py`, the machine, FLOP count, timing and results schema in `metajax.bench`.
 """
 
 from __future__ import annotations
@@ -29,7 +33,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shlex
 import shutil
 import subprocess
@@ -39,12 +42,17 @@ import time
 from pathlib import Path
 
 import numpy as np
+from maml_speed_report import (
+    markdown,
+    plot,
+    ratio_rows,
+    results_name,
+    scaling_lines,
+    variant_label,
+)
+from maml_speed_workloads import WORKLOADS, make_problem, run_metajax_job, save_npz
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "benchmarks"))
-sys.path.insert(0, str(ROOT / "benchmarks" / "peers"))
-from timing import time_steps  # noqa: E402
 
 PEERS = ("learn2learn", "higher", "torchfunc", "torch", "torchfunc-bn")
 IMPLS = ("metajax",) + PEERS
@@ -68,387 +76,13 @@ def set_allocator(choice: str) -> dict:
     ALLOCATOR_ENV.update(MALLOC_ENV if choice == "malloc-env" else allocator_env(choice))
     ALLOCATOR_ENV["METAJAX_ALLOCATOR_SET"] = "1"
     return ALLOCATOR_ENV
+
+
 CHECK_RTOL = 1e-9  # float64 implementations that are right agree to ~1e-12
 
-WORKLOADS = {
-    "A": dict(ways=5, shots=1, queries=15, meta_batch=32, inner_steps=1, inner_lr=0.4,
-              order="both"),
-    "B": dict(ways=1, shots=10, queries=10, meta_batch=25, inner_steps=1, inner_lr=0.01,
-              order="2"),
-    "C": dict(ways=5, shots=1, queries=15, meta_batch=32, inner_steps=10, inner_lr=0.4,
-              order="2"),
-}
 SCALING_META_BATCH = (1, 4, 16, 32, 64)
 SCALING_INNER_STEPS = (1, 2, 5, 10)
 SCALING_DEVICES = (1, 2)
-
-
-# --- the machine --------------------------------------------------------------------------------
-
-def cpu_info() -> dict:
-    """CPU model, vendor, family/model, flags, cores and clock from /proc/cpuinfo and lscpu."""
-    info: dict = {"flags": [], "cores": os.cpu_count()}
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        text = ""
-    first = text.split("\n\n")[0]
-    for line in first.splitlines():
-        key, _, value = line.partition(":")
-        key, value = key.strip(), value.strip()
-        if key == "model name":
-            info["model"] = value
-        elif key == "vendor_id":
-            info["vendor"] = value
-        elif key == "cpu family":
-            info["family"] = int(value)
-        elif key == "model":
-            info["model_number"] = int(value)
-        elif key == "cpu MHz":
-            info["mhz_cpuinfo"] = float(value)
-        elif key == "flags":
-            info["flags"] = value.split()
-    try:
-        lscpu = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
-        for line in lscpu.splitlines():
-            key, _, value = line.partition(":")
-            key, value = key.strip(), value.strip()
-            if key == "CPU max MHz":
-                info["mhz_max"] = float(value)
-            elif key in ("Core(s) per socket", "Socket(s)", "Thread(s) per core"):
-                info[key.lower().replace("(s)", "s").replace(" ", "_")] = int(value)
-    except (OSError, subprocess.SubprocessError, ValueError):
-        pass
-    return info
-
-
-def peak_flops(cpu: dict) -> dict:
-    """The machine's peak fp32 FLOP/s: physical cores x FMA pipes x SIMD fp32 lanes x 2 x clock.
-
-    Assumptions (stated in the result): 2 FMA pipes per core on every x86 core considered; AMD Zen 4
-    (family 25 with AVX-512) executes AVX-512 as 2 x 256 bit, so 8 fp32 lanes per pipe; Zen 5
-    (family 26) has a full 512-bit datapath, 16 lanes; Intel with AVX-512F 16 lanes; AVX2/FMA 8
-    lanes; otherwise SSE, 4 lanes. Clock: lscpu's max MHz if given, else /proc/cpuinfo's MHz (under
-    a hypervisor, the nominal clock; turbo is not counted).
-    """
-    flags = set(cpu.get("flags", []))
-    vendor, family = cpu.get("vendor", ""), cpu.get("family", 0)
-    if vendor == "AuthenticAMD" and family == 25 and "avx512f" in flags:
-        arch, lanes = "AMD Zen 4: AVX-512 executed as 2 x 256-bit", 8
-    elif vendor == "AuthenticAMD" and family >= 26 and "avx512f" in flags:
-        arch, lanes = "AMD Zen 5: full 512-bit datapath", 16
-    elif "avx512f" in flags:
-        arch, lanes = "AVX-512 (512-bit FMA)", 16
-    elif "avx2" in flags and "fma" in flags:
-        arch, lanes = "AVX2 + FMA (256-bit)", 8
-    else:
-        arch, lanes = "SSE (128-bit), no FMA assumed", 4
-    pipes = 2
-    fma = 2 if "fma" in flags else 1
-    threads_per_core = cpu.get("threads_per_core", 1) or 1
-    cores = max(1, (cpu.get("cores") or 1) // threads_per_core)
-    mhz = cpu.get("mhz_max") or cpu.get("mhz_cpuinfo") or 0.0
-    flops = cores * pipes * lanes * fma * mhz * 1e6
-    clock = "lscpu max" if cpu.get("mhz_max") else "/proc/cpuinfo"
-    return {"peak_gflops": flops / 1e9, "cores": cores, "fma_pipes": pipes, "fp32_lanes": lanes,
-            "flops_per_fma": fma, "clock_mhz": mhz,
-            "assumptions": f"{arch}; {pipes} FMA pipes per core; cores = logical CPUs / threads "
-                           f"per core; clock {mhz} MHz ({clock}), no turbo"}
-
-
-# Dense fp32 FLOP/s of GPUs without tensor cores (vendors' datasheets, SXM parts), by a substring of
-# JAX's `device_kind`. JAX and PyTorch may run float32 convolutions on the tensor cores in TF32,
-# which can exceed these; the share of this peak is then above what plain fp32 could give.
-GPU_FP32_PEAK_GFLOPS = {"H200": 67_000, "H100": 67_000, "A100": 19_500, "L4": 30_300,
-                        "A10": 31_200, "V100": 15_700, "T4": 8_100}
-
-
-def accelerator() -> dict:
-    """JAX's default backend: platform, device kind and count (a GPU run names its chip)."""
-    import jax
-
-    devices = jax.devices()
-    return {"platform": devices[0].platform, "device_kind": devices[0].device_kind,
-            "device_count": len(devices)}
-
-
-def gpu_peak(kind: str) -> dict:
-    for name, gflops in GPU_FP32_PEAK_GFLOPS.items():
-        if name in kind:
-            return {"peak_gflops": float(gflops),
-                    "assumptions": f"{kind}: datasheet dense fp32 without tensor cores "
-                                   f"({gflops / 1000:g} TFLOP/s, SXM); TF32 tensor-core work can "
-                                   "exceed it"}
-    return {"peak_gflops": None, "assumptions": f"{kind}: peak unknown (pass --peak-gflops)"}
-
-
-def machine(peak_override: float | None = None) -> dict:
-    from metajax.experiment import machine_info
-
-    cpu = cpu_info()
-    acc = accelerator()
-    peak = peak_flops(cpu) if acc["platform"] == "cpu" else gpu_peak(acc["device_kind"])
-    if peak_override:
-        peak = {"peak_gflops": peak_override, "assumptions": "given by --peak-gflops"}
-    return {**machine_info(), "cpu_model": cpu.get("model"), "cpu_vendor": cpu.get("vendor"),
-            "cpu_family": cpu.get("family"), "cpu_model_number": cpu.get("model_number"),
-            "cores": cpu.get("cores"), "flags": " ".join(cpu.get("flags", [])),
-            "accelerator": acc, "peak": peak, "platform": platform.platform()}
-
-
-# --- shared weights and episodes (numpy) --------------------------------------------------------
-
-def conv4_params(rng: np.random.Generator, ways: int, width: int = 64, depth: int = 4,
-                 size: int = 28, channels: int = 1) -> dict:
-    """conv4 parameters in flax's names and layouts (`flatten_dict(params, sep="/")`): lecun-normal
-    kernels; biases and batch-norm scale/bias perturbed from their init so every gradient is
-    generic."""
-    params, cin, side = {}, channels, size
-    for i in range(depth):
-        params[f"Conv_{i}/kernel"] = rng.normal(0, (9 * cin) ** -0.5, (3, 3, cin, width))
-        params[f"Conv_{i}/bias"] = rng.normal(0, 0.05, width)
-        params[f"BatchNorm_{i}/scale"] = 1 + rng.normal(0, 0.1, width)
-        params[f"BatchNorm_{i}/bias"] = rng.normal(0, 0.1, width)
-        cin, side = width, side // 2
-    features = side * side * width
-    params["Dense_0/kernel"] = rng.normal(0, features ** -0.5, (features, ways))
-    params["Dense_0/bias"] = rng.normal(0, 0.05, ways)
-    return params
-
-
-def mlp_params(rng: np.random.Generator, hidden=(40, 40)) -> dict:
-    params, fan_in = {}, 1
-    for i, width in enumerate((*hidden, 1)):
-        params[f"Dense_{i}/kernel"] = rng.normal(0, fan_in ** -0.5, (fan_in, width))
-        params[f"Dense_{i}/bias"] = rng.normal(0, 0.05, width)
-        fan_in = width
-    return params
-
-
-def omniglot_like_episode(rng: np.random.Generator, tasks: int, ways: int, shots: int,
-                          queries: int, size: int = 28) -> dict:
-    """`support_x [T, N*S, size, size, 1]` in [0, 1), labels `[T, N*S]` (each class S times)."""
-    def labels(k):
-        return np.tile(np.repeat(np.arange(ways), k), (tasks, 1)).astype(np.int32)
-
-    return {"support_x": rng.random((tasks, ways * shots, size, size, 1)),
-            "support_y": labels(shots),
-            "query_x": rng.random((tasks, ways * queries, size, size, 1)),
-            "query_y": labels(queries)}
-
-
-def sinusoid_episode(rng: np.random.Generator, tasks: int, shots: int, queries: int) -> dict:
-    amplitude = rng.uniform(0.1, 5.0, (tasks, 1, 1))
-    phase = rng.uniform(0, np.pi, (tasks, 1, 1))
-    x = rng.uniform(-5, 5, (tasks, shots + queries, 1))
-    y = amplitude * np.sin(x - phase)
-    return {"support_x": x[:, :shots], "support_y": y[:, :shots],
-            "query_x": x[:, shots:], "query_y": y[:, shots:]}
-
-
-def make_problem(workload: str, seed: int, tasks: int, ways: int, shots: int, queries: int,
-                 width: int = 64) -> tuple[dict, dict]:
-    """(params, episode) in float64; the same seed gives the same weights whatever `tasks` is."""
-    rng = np.random.default_rng(seed)
-    if workload == "B":
-        params = mlp_params(rng)
-        return params, sinusoid_episode(np.random.default_rng(seed + 1), tasks, shots, queries)
-    params = conv4_params(rng, ways, width)
-    return params, omniglot_like_episode(np.random.default_rng(seed + 1), tasks, ways, shots,
-                                         queries)
-
-
-def save_npz(path: Path, arrays: dict, dtype) -> Path:
-    np.savez(path, **{k: (v.astype(dtype) if v.dtype.kind == "f" else v)
-                      for k, v in arrays.items()})
-    return path
-
-
-# --- metajax (runs in its own process) ----------------------------------------------------------
-
-def metajax_config(job: dict, order: int):
-    from metajax.config import make_config
-
-    algo = "maml" if order == 2 else "fomaml"
-    if job["workload"] == "B":
-        return make_config(algo, dataset="sinusoid", shots=job["shots"], queries=job["queries"],
-                           meta_batch=job["meta_batch"], inner_steps=job["inner_steps"],
-                           inner_lr=job["inner_lr"], remat=job.get("remat", False),
-                           lr=job["outer_lr"])
-    return make_config(algo, ways=job["ways"], shots=job["shots"], queries=job["queries"],
-                       meta_batch=job["meta_batch"], inner_steps=job["inner_steps"],
-                       inner_lr=job["inner_lr"], downsample="maxpool", width=job["width"],
-                       remat=job.get("remat", False), lr=job["outer_lr"],
-                       task_map=job.get("task_map"))
-
-
-def metajax_problem(job: dict, dtype):
-    """The metajax learner, its params and the episode's tasks, from the job's .npz files."""
-    import jax.numpy as jnp
-    from flax import traverse_util
-
-    from metajax.registry import build_learner
-    from metajax.types import Task
-
-    config = metajax_config(job, job["order"])
-    learner = build_learner(config)
-    with np.load(job["params"]) as f:
-        flat = {k: jnp.asarray(f[k], dtype) for k in f.files}
-    params = {"params": traverse_util.unflatten_dict(flat, sep="/")}
-    with np.load(job["episode"]) as f:
-        ep = {k: jnp.asarray(f[k], dtype if f[k].dtype.kind == "f" else jnp.int32)
-              for k in f.files}
-    ways = job["ways"] if job["workload"] != "B" else 0
-    tasks = Task(ep["support_x"], ep["support_y"], ep["query_x"], ep["query_y"], ways)
-    return config, learner, params, tasks
-
-
-def metajax_gradient(job: dict):
-    """Meta-loss and meta-gradient (flax names) of the job's episode, float64 if x64 is enabled."""
-    import jax
-    import jax.numpy as jnp
-    from flax import traverse_util
-
-    from metajax.training.trainer import meta_gradient
-
-    dtype = jnp.float64 if jax.config.jax_enable_x64 else jnp.float32
-    config, learner, params, tasks = metajax_problem(job, dtype)
-    keys = jax.random.split(jax.random.PRNGKey(0), tasks.support_x.shape[0])
-    fn = jax.jit(lambda p: meta_gradient(learner, p, tasks, keys, task_map=config.task_map))
-    grads, metrics = fn(params)
-    flat = traverse_util.flatten_dict(grads["params"], sep="/")
-    return float(metrics["loss"]), {k: np.asarray(v, np.float64) for k, v in flat.items()}
-
-
-def metajax_time(job: dict) -> dict:
-    """Times metajax's training step: `make_train_step` (the trainer's own jitted step, with tasks
-    drawn on the device from the shared episode's tasks) or, with `metajax_step="grad"`, a jitted
-    `meta_gradient` + optax Adam on exactly the shared tasks."""
-    import jax
-    import jax.numpy as jnp
-    import optax
-    from jax import monitoring
-
-    from metajax.training.trainer import TrainState, make_train_step, meta_gradient
-
-    config, learner, params, tasks = metajax_problem(job, jnp.float32)
-    optimizer = optax.adam(config.lr)
-    count = tasks.support_x.shape[0]
-    if job.get("metajax_step", "train") == "train":
-        def sample(key, data):
-            index = jax.random.randint(key, (), 0, count)
-            return jax.tree.map(lambda a: a[index], data)
-
-        step_fn = make_train_step(learner, optimizer, sample, config.meta_batch, job["seed"],
-                                  task_map=config.task_map)
-        state = TrainState(jnp.zeros((), jnp.int32), params, optimizer.init(params))
-        args = [state, tasks]
-    else:
-        keys = jax.random.split(jax.random.PRNGKey(0), count)
-
-        def step(p, opt_state, data):
-            grads, metrics = meta_gradient(learner, p, data, keys, task_map=config.task_map)
-            updates, opt_state = optimizer.update(grads, opt_state, p)
-            return (optax.apply_updates(p, updates), opt_state), metrics
-
-        step_fn = jax.jit(step, donate_argnums=(0, 1))
-        args = [params, optimizer.init(params), tasks]
-    hits = []  # programs read back from JAX's persistent compilation cache (--compile-cache warm)
-    monitoring.register_event_listener(
-        lambda event, **_: hits.append(1) if event == "/jax/compilation_cache/cache_hits" else None)
-    t0 = time.perf_counter()
-    compiled = step_fn.lower(*args).compile()
-    compile_s = time.perf_counter() - t0
-    if job["mode"] == "compile":  # --compile-cache warm: this process only fills the cache
-        return {"compile_s": compile_s}
-    step_cache_hits = len(hits)
-    aot_times = [compile_s]
-    if not step_cache_hits:  # --compile-repeats: compile again from scratch (trace included)
-        for _ in range(job.get("compile_repeats", 1) - 1):
-            jax.clear_caches()  # else lower().compile() returns the executable it already has
-            t0 = time.perf_counter()
-            compiled = step_fn.lower(*args).compile()
-            aot_times.append(time.perf_counter() - t0)
-    cost = compiled.cost_analysis()
-    cost = cost[0] if isinstance(cost, list | tuple) else cost
-    memory = compiled.memory_analysis()
-
-    losses = []
-
-    def run():
-        out, metrics = compiled(*args)
-        if isinstance(out, tuple):  # (params, opt_state) of the grad step
-            args[0], args[1] = out
-        else:  # the trainer's TrainState
-            args[0] = out
-        if not losses:
-            losses.append(metrics["loss"])
-        return metrics
-
-    result = time_steps(run, jax.block_until_ready, warmup=job["warmup"],
-                        repeats=job["repeats"], min_seconds=job.get("min_seconds", 0.0),
-                        first_call_s=compile_s)
-    from hlo_flops import hlo_flops
-
-    counted = hlo_flops(compiled.as_text()) / 1e9
-    analysed = float(cost.get("flops", float("nan"))) / 1e9 if cost else None
-    flop_source = "hlo_flops"
-    if jax.devices()[0].platform != "cpu" and analysed and analysed > counted:
-        # on a GPU, convolutions and dots are library custom-calls that hlo_flops cannot read;
-        # XLA's GPU cost analysis counts them (loop bodies once: exact for vmap over tasks)
-        counted, flop_source = analysed, "cost_analysis"
-    result.update({
-        "aot_compile_s": float(np.median(aot_times)), "aot_compile_all_s": aot_times,
-        "xla_gflop": counted, "xla_gflop_source": flop_source,
-        "xla_cost_analysis_gflop": analysed,
-        "xla_temp_mb": memory.temp_size_in_bytes / 2**20 if memory else None,
-        "first_step_loss": float(losses[0]),
-        "step_from_compile_cache": step_cache_hits > 0,
-        "devices": len(jax.devices()), "task_map": config.task_map,
-        "metajax_step": job.get("metajax_step", "train"),
-        "config": {k: v for k, v in config.to_dict().items() if k in (
-            "algo", "ways", "shots", "queries", "meta_batch", "inner_steps", "inner_lr", "remat",
-            "task_map", "downsample", "width", "lr", "dataset")},
-    })
-    return result
-
-
-def metajax_dump(job: dict) -> dict:
-    """`--dump-grad`: params.npz, episode.npz and grads.npz (`order{o}/<key>`,
-    `order{o}/meta_loss`, o = 1, 2) of workload A, computed by metajax with jax_enable_x64."""
-    import jax
-
-    assert jax.config.jax_enable_x64, "the dump is computed in float64 (JAX_ENABLE_X64=1)"
-    out = Path(job["dump_dir"])
-    out.mkdir(parents=True, exist_ok=True)
-    with np.load(job["params"]) as f:
-        np.savez(out / "params.npz", **{k: f[k] for k in f.files})
-    with np.load(job["episode"]) as f:
-        np.savez(out / "episode.npz", **{k: f[k] for k in f.files})
-    grads = {}
-    for order in (1, 2):
-        loss, g = metajax_gradient({**job, "order": order})
-        grads[f"order{order}/meta_loss"] = np.float64(loss)
-        grads.update({f"order{order}/{k}": v for k, v in g.items()})
-    np.savez(out / "grads.npz", **grads)
-    return {"dump_dir": str(out), "meta_loss": {o: float(grads[f"order{o}/meta_loss"])
-                                                for o in (1, 2)}}
-
-
-def run_metajax_job(job: dict) -> dict:
-    import jax
-
-    result = {"impl": "metajax", "order": job.get("order"), "notes": []}
-    if job["mode"] == "check":
-        loss, grads = metajax_gradient(job)
-        np.savez(job["grads_out"], meta_loss=np.float64(loss), **grads)
-        result["meta_loss"] = loss
-    elif job["mode"] == "dump":
-        result.update(metajax_dump(job))
-    else:
-        result.update(metajax_time(job))
-    result["jax"] = jax.__version__
-    return result
 
 
 # --- the driver ---------------------------------------------------------------------------------
@@ -559,19 +193,6 @@ def parse_args(argv=None) -> argparse.Namespace:
         if getattr(args, key) is None:
             setattr(args, key, value)
     return args
-
-
-def variant_label(variant: dict) -> str:
-    """' remat', ' (map)', ... : how a metajax variant is named in tags, logs and tables."""
-    task_map = variant.get("task_map")
-    return (f" ({task_map})" if task_map else "") + (" remat" if variant.get("remat") else "")
-
-
-def row_label(row: dict) -> str:
-    """The implementation of a results row with its variant (metajax's task map when the run
-    compared several, remat)."""
-    return row["impl"] + variant_label({"task_map": row.get("variant_task_map"),
-                                        "remat": row.get("remat")})
 
 
 def _tag(impl: str, variant: dict, order: int, what: str) -> str:
@@ -805,234 +426,6 @@ class Driver:
         return out
 
 
-def added_rss(row: dict) -> float | None:
-    """Peak RSS (MB) the meta-steps added to what the process held before its first step:
-    imports, weights and data, and for metajax the compiled step (compiled ahead of time). The
-    step's own memory, apart from each library's fixed cost (None where it was not recorded)."""
-    if row.get("setup_peak_rss_mb") is None or row.get("maxrss_mb") is None:
-        return None
-    return max(row["maxrss_mb"] - row["setup_peak_rss_mb"], 0.0)
-
-
-def ratio_rows(rows: list[dict]) -> list[dict]:
-    """metajax tasks/s over each peer's, at the same order/inner steps/meta-batch (and remat off
-    for the peers: they have none); `fastest_correct_peer` per setting."""
-    out = []
-    timed = [r for r in rows if r.get("status") == "ok" and not r.get("scaling")]
-    for m in (r for r in timed if r["impl"] == "metajax"):
-        same = [r for r in timed if r["impl"] != "metajax" and r["order"] == m["order"]
-                and r["inner_steps"] == m["inner_steps"] and r["meta_batch"] == m["meta_batch"]]
-        correct = [r for r in same if r["check"] == "pass"]
-        best = max(correct, key=lambda r: r["tasks_per_s"], default=None)
-        out.append({
-            "order": m["order"], "inner_steps": m["inner_steps"], "meta_batch": m["meta_batch"],
-            "remat": m["remat"], "task_map": m.get("variant_task_map"),
-            "vs": {r["impl"]: m["tasks_per_s"] / r["tasks_per_s"] for r in same},
-            "fastest_correct_peer": best["impl"] if best else None,
-            "vs_fastest_correct_peer": m["tasks_per_s"] / best["tasks_per_s"] if best else None,
-            "rss_vs_fastest_correct_peer": m["maxrss_mb"] / best["maxrss_mb"] if best else None,
-            "added_rss_vs_fastest_correct_peer": (
-                added_rss(m) / added_rss(best) if best and added_rss(m) is not None
-                and added_rss(best) else None),
-        })
-    return out
-
-
-# One machine's identical runs differ by 15-20 %: a per-unit ratio up to this is linear within noise.
-LINEAR_NOISE = 1.15
-
-
-def linearity(per_unit: float) -> str:
-    if per_unit <= 1:
-        return "at most linear"
-    if per_unit <= LINEAR_NOISE:
-        return f"linear within {100 * (LINEAR_NOISE - 1):.0f} % run-to-run spread"
-    return "MORE than linear"
-
-
-def scaling_series(rows: list[dict]) -> list[tuple[str, dict[int, dict]]]:
-    """The `--scaling` rows on 1 device as ("meta-batch" | "inner steps", {size: row}) series,
-    each the longest run of rows that share the other setting, sorted by size; only series of at
-    least two sizes."""
-    ok = [r for r in rows if r.get("scaling") and r.get("status") == "ok" and r["devices"] == 1]
-    out = []
-    for what, fixed, size in (("meta-batch", "inner_steps", "meta_batch"),
-                              ("inner steps", "meta_batch", "inner_steps")):
-        group: dict = {}
-        for r in ok:
-            group.setdefault(r[fixed], {})[r[size]] = r
-        longest = max(group.values(), key=len, default={})
-        if len(longest) > 1:
-            out.append((what, dict(sorted(longest.items()))))
-    return out
-
-
-def scaling_lines(rows: list[dict]) -> list[dict]:
-    """The C goals read off the `--scaling` series: time per step against meta-batch (1 inner
-    step) and inner steps, each as (time ratio) / (size ratio): at most 1 is at most linear, up to
-    `LINEAR_NOISE` linear within the run-to-run spread of these machines; and compile time at the
-    most inner steps against 1 inner step (goal <= 1.5x). Compile time is the ahead-of-time
-    `lower(...).compile()` (`aot_compile_s`); the first call (`compile_s`) also runs a step, whose
-    own time grows with the inner steps, so its ratio is reported beside it, not judged."""
-    out = []
-    for what, series in scaling_series(rows):
-        (smallest, base), *rest = series.items()
-        for n, r in rest:
-            time_ratio = r["median_s"] / base["median_s"]
-            first_call_ratio = r["compile_s"] / base["compile_s"]
-            aot = r.get("aot_compile_s"), base.get("aot_compile_s")
-            out.append({"what": what, "from": smallest, "to": n, "time_ratio": time_ratio,
-                        "per_unit": time_ratio / (n / smallest),
-                        "first_call_ratio": first_call_ratio,
-                        # results files from before aot_compile_s: the first call's ratio
-                        "compile_ratio": aot[0] / aot[1] if all(aot) else first_call_ratio,
-                        "compiles": min(len(x.get("aot_compile_all_s") or [0]) for x in (r, base))})
-    return out
-
-
-def markdown(payload: dict) -> str:
-    rows, ratios = payload["results"], payload["ratios"]
-    peak = payload["machine"]["peak"]
-    acc = payload["machine"].get("accelerator") or {"platform": "cpu"}
-    where = (f"{acc['device_kind']} ({acc['platform']}; host {payload['machine'].get('cpu_model')}"
-             f", {payload['machine'].get('cores')} cores)" if acc["platform"] != "cpu" else
-             f"{payload['machine'].get('cpu_model')}, {payload['machine'].get('cores')} cores")
-    peak_text = (f"{peak['peak_gflops']:.0f} GFLOP/s fp32" if peak.get("peak_gflops")
-                 else "unknown")
-    lines = [f"MAML meta-step, workload {payload['settings']['workload']}: "
-             f"{payload['settings']['description']}", "",
-             f"Machine: {where}, peak {peak_text} ({peak['assumptions']}); "
-             f"load {payload['machine'].get('load_average_1min')}; allocator "
-             f"{' '.join(f'{k}={v}' for k, v in payload['allocator_env'].items())}", "",
-             "| impl | order | K | T | remat | dev | check (rel err) | median s | min s | max s "
-             "| tasks/s | metajax speed-up | compile s | RSS MB | added by steps MB | XLA temp MB "
-             "| user s/step | sys s/step | XLA GFLOP | % of peak |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    for r in rows:
-        check = r["check"] + (f" ({r['check_grad_rel_err']:.1e})"
-                              if r.get("check_grad_rel_err") is not None else "")
-        name = row_label({**r, "remat": False})  # remat has its own column
-        head = (f"| {name} | {r['order']} | {r['inner_steps']} | {r['meta_batch']} | "
-                f"{'yes' if r['remat'] else ''} | {r['devices']} | {check} |")
-        if r.get("status") != "ok":
-            lines.append(head + f" unavailable: {r.get('reason', '')[:120]} |" + " |" * 12)
-            continue
-        speedup = ""
-        if r["impl"] != "metajax":  # against the first metajax variant (remat off) listed
-            for q in ratios:
-                if (q["order"], q["inner_steps"], q["meta_batch"], q["remat"]) == (
-                        r["order"], r["inner_steps"], r["meta_batch"], False) and r["impl"] in q["vs"]:
-                    speedup = f"{q['vs'][r['impl']]:.2f}x"
-                    break
-        cells = [f"{r['median_s']:.4f}", f"{r['min_s']:.4f}", f"{r['max_s']:.4f}",
-                 f"{r['tasks_per_s']:.1f}", speedup, f"{r['compile_s']:.1f}",
-                 f"{r['maxrss_mb']:.0f}",
-                 f"{added_rss(r):.0f}" if added_rss(r) is not None else "",
-                 f"{r['xla_temp_mb']:.0f}" if r.get("xla_temp_mb") is not None else "",
-                 f"{r['user_s']:.3f}", f"{r['sys_s']:.3f}",
-                 f"{r['xla_gflop']:.3g}" if r.get("xla_gflop") is not None else "",
-                 f"{100 * r['peak_fraction']:.1f}" if r.get("peak_fraction") is not None else ""]
-        lines.append(head + " " + " | ".join(cells) + " |")
-    lines.append("")
-    lines.append("metajax speed-up = metajax tasks/s / the peer's tasks/s (same order, inner steps, "
-                 "meta-batch, remat off; in a peer's row, of the first metajax variant listed). "
-                 "Against the fastest peer whose float64 check passed:")
-    for q in ratios:
-        if q["fastest_correct_peer"]:
-            lines.append(f"- order {q['order']}, {q['inner_steps']} inner step(s), meta-batch "
-                         f"{q['meta_batch']}{', remat' if q['remat'] else ''}"
-                         f"{', metajax over tasks: ' + q['task_map'] if q.get('task_map') else ''}: "
-                         f"{q['vs_fastest_correct_peer']:.2f}x {q['fastest_correct_peer']} "
-                         f"(peak RSS {q['rss_vs_fastest_correct_peer']:.2f}x"
-                         + (f", RSS added by the steps {q['added_rss_vs_fastest_correct_peer']:.2f}x"
-                            if q.get("added_rss_vs_fastest_correct_peer") is not None else "")
-                         + ")")
-        else:
-            lines.append(f"- order {q['order']}, {q['inner_steps']} inner step(s): no correct "
-                         "peer timed")
-    for r in rows:
-        if "same_loss_as_1_device" in r and r["devices"] > 1:
-            lines.append(f"- {r['devices']} forced CPU devices: first-step loss "
-                         f"{'equal to' if r['same_loss_as_1_device'] else 'DIFFERENT from'} "
-                         "1 device's (rel 1e-5)")
-    for q in payload.get("scaling", []):
-        line = (f"- scaling, {q['what']} {q['from']} -> {q['to']}: step time "
-                f"{q['time_ratio']:.2f}x for {q['to'] / q['from']:.0f}x ({q['per_unit']:.2f} per "
-                f"unit: {linearity(q['per_unit'])})")
-        if q["what"] == "inner steps":
-            each = f"median of {q['compiles']} compiles each; " if q.get("compiles", 1) > 1 else ""
-            line += (f"; compile {q['compile_ratio']:.2f}x ({each}goal <= 1.5x: "
-                     f"{'met' if q['compile_ratio'] <= 1.5 else 'NOT met'}; first call, "
-                     f"compile and one step, {q['first_call_ratio']:.2f}x)")
-        lines.append(line)
-    for q in payload.get("train_check", []):
-        if "error" in q:
-            lines.append(f"- metajax train, order {q['order']}: failed ({q['error']})")
-            continue
-        lines.append(f"- `metajax train` ({q['steps']} steps on Omniglot, order {q['order']}): "
-                     f"{q['train_step_s']:.4f} s/step against the benchmark's "
-                     f"{q['benchmark_step_s']:.4f} ({q['ratio']:.2f}x; goal within 15 %: "
-                     f"{'met' if q['ratio'] <= 1.15 else 'NOT met'})")
-    for impl, notes in payload.get("notes", {}).items():
-        lines += [f"- note ({impl}): {n}" for n in notes]
-    return "\n".join(lines)
-
-
-def plot(payload: dict, path: Path) -> None:
-    """Tasks/s per implementation (bars), and with `--scaling` the step time against meta-batch
-    and inner steps beside the proportional line through the smallest size."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rows = [r for r in payload["results"] if r.get("status") == "ok" and not r.get("scaling")]
-    series = [(what, {n: r["median_s"] for n, r in by_size.items()})
-              for what, by_size in scaling_series(payload["results"])]
-    if not rows and not series:
-        return
-    groups = sorted({(r["order"], r["inner_steps"]) for r in rows})
-    labels = list(dict.fromkeys(row_label(r) for r in rows))
-    bar_width = 1.8 + 1.6 * len(groups) * max(1, len(labels)) / 3 if rows else 0
-    fig, axes = plt.subplots(1, (1 if rows else 0) + len(series), squeeze=False,
-                             figsize=(bar_width + 3.6 * len(series), 4))
-    axes = list(axes[0])
-    if rows:
-        ax = axes.pop(0)
-        width = 0.8 / len(labels)
-        for j, label in enumerate(labels):
-            xs, ys, colors = [], [], []
-            for i, g in enumerate(groups):
-                for r in rows:
-                    if (r["order"], r["inner_steps"]) == g and row_label(r) == label:
-                        xs.append(i + j * width)
-                        ys.append(r["tasks_per_s"])
-                        colors.append(r["check"])
-            bars = ax.bar(xs, ys, width, label=label)
-            for bar, check in zip(bars, colors, strict=True):
-                if check == "fail":
-                    bar.set_hatch("//")
-        ax.set_xticks([i + 0.4 - width / 2 for i in range(len(groups))])
-        ax.set_xticklabels([f"order {o}, K={k}" for o, k in groups])
-        ax.set_ylabel("tasks / s (higher is better)")
-        ax.set_title(f"workload {payload['settings']['workload']}\n"
-                     f"(hatched: float64 check failed)", fontsize=9)
-        ax.legend(fontsize=8)
-    for ax, (what, times) in zip(axes, series, strict=True):
-        sizes = list(times)
-        ax.plot(sizes, list(times.values()), "o-", label="metajax, order 2")
-        ax.plot(sizes, [times[sizes[0]] * n / sizes[0] for n in sizes], "k--", lw=0.8,
-                label="proportional to the smallest")
-        ax.set_xscale("log", base=2)
-        ax.set_yscale("log")
-        ax.set_xlabel(what)
-        ax.set_ylabel("seconds per meta-step")
-        ax.set_title(f"step time against {what}", fontsize=9)
-        ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
 
 def describe(args) -> str:
     if args.workload == "B":
@@ -1084,7 +477,9 @@ def main(argv=None) -> None:
                   f"{res['meta_loss']['2']:.12g})")
         if not impls and not args.scaling:
             return
-        driver.machine = machine(args.peak_gflops)
+        from metajax.bench.machine import speed_machine  # imports JAX: after the settings above
+
+        driver.machine = speed_machine(args.peak_gflops)
         peers = [i for i in impls if i != "metajax"]
         versions = {"metajax_python": sys.version.split()[0]}
         import flax
@@ -1126,7 +521,7 @@ def main(argv=None) -> None:
         "flop_count": "xla_gflop: 2 x multiply-adds of the convolutions and dots of the compiled "
                       "step's optimised HLO, window taps on padding excluded, while-loop bodies "
                       "(lax.map over tasks, the inner lax.scan) times their known trip counts "
-                      "(benchmarks/hlo_flops.py); xla_cost_analysis_gflop: XLA's cost_analysis() "
+                      "(metajax/bench/flops.py); xla_cost_analysis_gflop: XLA's cost_analysis() "
                       "flops, which count each loop body once. peak_fraction = xla_gflop / "
                       "median_s / machine.peak.peak_gflops",
         "results": rows, "ratios": ratio_rows(rows), "scaling": scaling_lines(rows),
@@ -1135,23 +530,14 @@ def main(argv=None) -> None:
     }
     table = markdown(payload)
     print(table)
+    from metajax.bench.results import from_json, write  # imports metajax: after the settings
+
     out = Path(args.results_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    name = f"maml_speed_{args.workload}"  # non-default sizes, GPUs, scaling: their own files
-    if driver.machine["accelerator"]["platform"] != "cpu":
-        name += f"_{driver.machine['accelerator']['platform']}"
-    for key, tag in (("inner_steps", "k"), ("meta_batch", "T"), ("queries", "q")):
-        if getattr(args, key) != WORKLOADS[args.workload][key]:
-            name += f"_{tag}{getattr(args, key)}"
-    if args.scaling:
-        name += "_scaling"
-    if args.compile_cache == "warm":
-        name += "_warm"
-    (out / f"{name}.json").write_text(json.dumps(payload, indent=1))
-    (out / f"{name}.md").write_text(
-        f"# {name}\n\nCommand: `{payload['command']}`  \nDate: {payload['date']}  \n"
-        f"Wall time: {payload['wall_time_s']} s\n\n{table}\n")
-    plot(payload, out / f"{name}.png")
+    # non-default sizes, GPUs, scaling: their own files
+    name = results_name(args, driver.machine["accelerator"]["platform"])
+    result = from_json(name, payload, table)
+    result.machine_in_header = False  # the table names it
+    write(result, out, plot=plot, indent=1)
     if args.json:
         Path(args.json).write_text(json.dumps(payload, indent=1))
     print(f"results written to {out / name}.{{json,md,png}}")

@@ -13,13 +13,12 @@ learner, so a run cut short keeps what finished.
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import RESULTS, keep_earlier_rows, parse_with_allocator, report
 
-from common import RESULTS, command_line, keep_earlier_rows, parse_with_allocator, report  # noqa: E402
+from metajax.bench.results import command_line
 
 INSTANCES = ("1", "2", "3", "4", "5", "10")
 # Santoro et al. 2016, Table 1 (5 classes, one-hot labels), percent
@@ -94,8 +93,9 @@ def main() -> None:
                              "(a run cut short is labelled with the steps it reached)")
     args = parse_with_allocator(parser)
 
+    from metajax.bench.machine import machine_info
     from metajax.config import make_config
-    from metajax.experiment import machine_info, train_and_evaluate
+    from metajax.experiment import train_and_evaluate
 
     cpu_steps = {"mann": 28000, "lstm": 4000, "feedforward": 1000}
     rows, start = [], time.time()

@@ -12,14 +12,12 @@ paper's numbers and our goals are printed beside ours. `--full-protocol` gives t
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import parse_with_allocator, report, train_then_score, training_parser
 
-from common import goal_cell, parse_with_allocator, report, train_then_score, training_parser  # noqa: E402
-
-from metajax.config import make_config  # noqa: E402
+from metajax.bench.results import goal_cell
+from metajax.config import make_config
 
 # (ways, shots) -> accuracy (%) in the papers (REFERENCE_RESULTS.md)
 PAPER = {

@@ -11,14 +11,12 @@ cores); `--full-protocol` gives the paper's 60-way schedule.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import parse_with_allocator, report, train_then_score, training_parser
 
-from common import goal_cell, parse_with_allocator, report, train_then_score, training_parser  # noqa: E402
-
-from metajax.config import make_config  # noqa: E402
+from metajax.bench.results import goal_cell
+from metajax.config import make_config
 
 PAPER = {(5, 1): 98.8, (20, 1): 96.0, (5, 5): 99.7, (20, 5): 98.9}
 GOAL = {(5, 1): 97.5, (20, 1): 93.0}

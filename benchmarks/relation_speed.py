@@ -14,20 +14,15 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
-from pathlib import Path
 
 import jax
+from common import report, train_stepper
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from common import report, train_stepper  # noqa: E402
-
-from metajax.allocator import current_allocator, reexec_with_allocator  # noqa: E402
-from metajax.config import make_config  # noqa: E402
-from metajax.experiment import task_sources  # noqa: E402
-from metajax.learners.relation import RelationNet, relation_net  # noqa: E402
+from metajax.allocator import current_allocator, reexec_with_allocator
+from metajax.config import make_config
+from metajax.experiment import task_sources
+from metajax.learners.relation import RelationNet, relation_net
 
 
 def _stepper(config, pairwise: bool, train):

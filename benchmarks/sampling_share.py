@@ -10,31 +10,16 @@ lighter step, a 5-way one. Goal: sampling under 5% of the step.
 from __future__ import annotations
 
 import argparse
-import statistics
-import sys
-import time
-from pathlib import Path
 
 import jax
+from common import train_stepper, write_results
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from common import train_stepper, write_results  # noqa: E402
-
-from metajax.allocator import reexec_with_allocator  # noqa: E402
-from metajax.config import make_config  # noqa: E402
-from metajax.experiment import machine_info, task_sources  # noqa: E402
-from metajax.registry import build_learner  # noqa: E402
-
-
-def _median_time(fn, repeats: int) -> float:
-    jax.block_until_ready(fn(0))
-    times = []
-    for i in range(repeats):
-        t0 = time.perf_counter()
-        jax.block_until_ready(fn(i + 1))
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+from metajax.allocator import reexec_with_allocator
+from metajax.bench.machine import machine_info
+from metajax.bench.timing import median_time
+from metajax.config import make_config
+from metajax.experiment import task_sources
+from metajax.registry import build_learner
 
 
 def measure(config, repeats: int) -> dict:
@@ -43,8 +28,9 @@ def measure(config, repeats: int) -> dict:
     run_step = train_stepper(config, build_learner(config), train)
     sample_batch = jax.jit(lambda key, data: jax.vmap(train.sample, in_axes=(0, None))(
         jax.random.split(key, config.meta_batch), data))
-    step_s = _median_time(run_step, repeats)
-    sample_s = _median_time(lambda i: sample_batch(jax.random.PRNGKey(i), train.data), repeats * 5)
+    step_s = median_time(run_step, repeats, jax.block_until_ready)
+    sample_s = median_time(lambda i: sample_batch(jax.random.PRNGKey(i), train.data), repeats * 5,
+                           jax.block_until_ready)
     return {"train_ways": config.train_ways_, "shots": config.train_shots_,
             "queries": config.queries, "meta_batch": config.meta_batch,
             "step_s": step_s, "sample_s": sample_s, "share": sample_s / step_s}

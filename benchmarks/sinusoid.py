@@ -16,24 +16,22 @@ from __future__ import annotations
 
 import argparse
 import math
-import sys
 import tempfile
 import time
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from common import RESULTS, write_results
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.common import RESULTS, write_results  # noqa: E402
-from metajax.config import make_config  # noqa: E402
-from metajax.data.sinusoid import sinusoid_function, sinusoid_sampler  # noqa: E402
-from metajax.experiment import machine_info, make_optimizer  # noqa: E402
-from metajax.learners.maml import maml, metasgd  # noqa: E402
-from metajax.nets import MLP  # noqa: E402
-from metajax.registry import build_learner  # noqa: E402
-from metajax.training import evaluate, train  # noqa: E402
+from metajax.bench.machine import machine_info
+from metajax.config import make_config
+from metajax.data.sinusoid import sinusoid_function, sinusoid_sampler
+from metajax.experiment import make_optimizer
+from metajax.learners.maml import maml, metasgd
+from metajax.nets import MLP
+from metajax.registry import build_learner
+from metajax.training import evaluate, train
 
 # MAML paper, 5-shot, after 1/5/10 steps (read from its Figure 3); Meta-SGD paper, 5-shot, 1 step.
 PAPER = {("maml", 5): (0.67, 0.38, 0.35), ("pretrained", 5): (2.41, 2.23, 2.19)}

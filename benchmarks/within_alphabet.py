@@ -17,21 +17,18 @@ are printed beside ours (Lake et al. 2015: deep Siamese convnet 8.0%, deep convn
 from __future__ import annotations
 
 import re
-import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import keep_earlier_rows, parse_with_allocator, report, training_parser
 
-from common import keep_earlier_rows, parse_with_allocator, report, training_parser  # noqa: E402
-
-from metajax.config import make_config  # noqa: E402
-from metajax.data.omniglot import load_omniglot  # noqa: E402
-from metajax.data.runs import load_runs, score_runs  # noqa: E402
-from metajax.data.within_alphabet import evaluation_alphabets, within_alphabet_sampler  # noqa: E402
-from metajax.experiment import load_state, train_and_evaluate  # noqa: E402
-from metajax.registry import build_learner  # noqa: E402
-from metajax.training import evaluate  # noqa: E402
+from metajax.config import make_config
+from metajax.data.omniglot import load_omniglot
+from metajax.data.runs import load_runs, score_runs
+from metajax.data.within_alphabet import evaluation_alphabets, within_alphabet_sampler
+from metajax.experiment import load_state, train_and_evaluate
+from metajax.registry import build_learner
+from metajax.training import evaluate
 
 # error rate (%) on the official runs in the papers (REFERENCE_RESULTS.md)
 # (Lake et al.'s "deep convnet", 13.5%, is a convnet trained to classify the background characters,

@@ -5,38 +5,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import platform
 from pathlib import Path
 
-import jax
-
-from metajax.allocator import current_allocator
+from metajax.bench.machine import machine_info  # noqa: F401 (metajax.experiment, l2o_run use it)
 from metajax.config import Config, applicable, make_config
 from metajax.training.trainer import refuse_existing_checkpoints
-
-
-def machine_info() -> dict:
-    cpu = platform.processor()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {
-        "cpu": cpu,
-        "cpu_count": os.cpu_count(),
-        # other work on the machine slows timings; the 1-minute load says how busy it was
-        "load_average_1min": round(os.getloadavg()[0], 2),
-        "devices": [str(d) for d in jax.devices()],
-        "jax": jax.__version__,
-        "python": platform.python_version(),
-        "allocator": current_allocator(),
-        # where compiled programs were read from / written to (None: compiled in this process)
-        "compilation_cache": jax.config.jax_compilation_cache_dir,
-    }
 
 
 def _config_defaults() -> dict:

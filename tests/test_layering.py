@@ -1,5 +1,5 @@
 """The package's import graph: no cycles, and the library (learners, nets, data, training, l2o,
-types) imports nothing of the application (config, experiment, cli, registry, run_dir, l2o_run).
+bench, types) imports nothing of the application (config, experiment, cli, registry, run_dir, l2o_run).
 Static: every import statement counts, including those inside functions."""
 
 import ast
@@ -7,7 +7,7 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "metajax"
 LIBRARY = ("metajax.learners", "metajax.nets", "metajax.data", "metajax.training", "metajax.l2o",
-           "metajax.types")
+           "metajax.bench", "metajax.types")
 APPLICATION = ("metajax.config", "metajax.experiment", "metajax.cli", "metajax.registry",
                "metajax.run_dir", "metajax.l2o_run", "metajax.__main__")
 

@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import load_benchmark
 
 REPO = Path(__file__).resolve().parents[1]
 WAYS, SHOTS, QUERIES, TASKS, WIDTH, INNER_LR = 3, 1, 2, 2, 8, 0.4
@@ -170,8 +171,7 @@ def test_hlo_flops_counts_loop_bodies_by_trip_count():
     """Convolution FLOPs: equal to XLA's cost analysis without loops (2 x out x window x in,
     padding taps excluded), and T times one body's inside `lax.map` over T (where XLA's own
     count stays at one body)."""
-    sys.path.insert(0, str(REPO / "benchmarks"))
-    from hlo_flops import hlo_flops
+    from metajax.bench.flops import hlo_flops
 
     def conv(x, k):
         return jax.lax.conv_general_dilated(x, k, (1, 1), "SAME",
@@ -191,8 +191,8 @@ def test_hlo_flops_counts_loop_bodies_by_trip_count():
 def test_scaling_lines_ratios():
     """The scaling summary divides each time ratio by its size ratio (<= 1: at most linear) and
     compares compile times with the smallest size's, per series, on one device only."""
-    sys.path.insert(0, str(REPO / "benchmarks"))
-    from maml_speed import markdown, scaling_lines
+    report = load_benchmark("maml_speed_report")
+    markdown, scaling_lines = report.markdown, report.scaling_lines
 
     def row(t, k, s, c, devices=1):  # the first call is the ahead-of-time compile and a step
         return {"scaling": True, "status": "ok", "devices": devices, "meta_batch": t,

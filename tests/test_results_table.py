@@ -1,11 +1,11 @@
 """benchmarks/make_results.py turns each results layout into rows of one table."""
 
 import json
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-from make_results import collect, render  # noqa: E402
+from conftest import load_benchmark
+
+make_results = load_benchmark("make_results")
+collect, render, _portable = make_results.collect, make_results.render, make_results._portable
 
 MACHINE = {"cpu": "Test CPU", "cpu_count": 2, "load_average_1min": 0.5}
 
@@ -36,8 +36,6 @@ def test_rows_from_two_layouts_and_unknown_files_are_listed(tmp_path):
 
 
 def test_commands_drop_a_checkout_specific_default_peer_python():
-    from make_results import _portable
-
     cmd = "python benchmarks/maml_speed.py --peer-python /some/checkout/.venv-peers/bin/python --workload B"
     assert _portable(cmd) == "python benchmarks/maml_speed.py --workload B"
     other = "python benchmarks/maml_speed.py --peer-python /opt/torch/bin/python"
@@ -52,10 +50,10 @@ def _deml_row(ways, row, lam, accuracy):
 
 def test_deml_ablation_keeps_rows_of_earlier_invocations_and_timing_runs_are_not_results(
         tmp_path, monkeypatch):
-    import deml_omniglot
+    deml_omniglot = load_benchmark("deml_omniglot")
 
-    # deml_omniglot reads earlier results through benchmarks.common
-    monkeypatch.setattr(sys.modules["benchmarks.common"], "RESULTS", tmp_path)
+    # deml_omniglot reads earlier results through common
+    monkeypatch.setattr(load_benchmark("common"), "RESULTS", tmp_path)
     earlier = [_deml_row(20, "metasgd-conv4", None, 80.0), _deml_row(20, "deml", 1.0, 85.0)]
     (tmp_path / "deml_omniglot_steps2000.json").write_text(json.dumps({
         "command": "python benchmarks/deml_omniglot.py --rows metasgd-conv4 deml",
@@ -81,7 +79,7 @@ def test_deml_ablation_keeps_rows_of_earlier_invocations_and_timing_runs_are_not
 
 
 def test_deml_verdict_chooses_lambda_on_validation_and_needs_disjoint_intervals():
-    import deml_omniglot
+    deml_omniglot = load_benchmark("deml_omniglot")
 
     def row(ways, name, lam, accuracy, val=None):
         return {**_deml_row(ways, name, lam, accuracy), "val_accuracy": val, "val_ci95": 0.5}

@@ -41,8 +41,19 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from timing import time_steps  # noqa: E402
+
+def _load_timing() -> types.ModuleType:
+    """`metajax/bench/timing.py` (standard library only), loaded by its path: the peers'
+    environment has neither metajax nor JAX, and importing `metajax.bench.timing` would import
+    the package."""
+    path = Path(__file__).resolve().parents[2] / "metajax" / "bench" / "timing.py"
+    spec = importlib.util.spec_from_file_location("metajax_bench_timing", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+time_steps = _load_timing().time_steps
 
 IMPLS = ("learn2learn", "higher", "torch", "torchfunc", "torchfunc-bn", "reference")
 BN_EPS = 1e-5

@@ -1,4 +1,5 @@
-"""FLOPs of a compiled XLA program, counting loop bodies as many times as they run.
+"""FLOPs of a compiled XLA program, counting loop bodies as many times as they run (what a speed is
+quoted against: `xla_gflop / seconds` over the machine's peak, `metajax.bench.machine`).
 
 XLA's `compiled.cost_analysis()["flops"]` counts the body of a while loop once, whatever its trip
 count; `lax.map` over tasks and the `lax.scan` of MAML's inner loop are while loops, so it

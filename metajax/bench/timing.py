@@ -1,7 +1,11 @@
-"""Timing of one implementation's meta-step inside its own process, shared by the metajax worker
-(`benchmarks/maml_speed.py`) and the PyTorch peers (`benchmarks/peers/torch_maml.py`).
+"""Timing of a step inside its own process: `time_steps` (a meta-step after its first call and a
+warm-up, median / min / max over the repeats, CPU seconds and resident memory) and `median_time`
+(the median of a few calls of any function). Used by the metajax worker of
+`benchmarks/maml_speed.py`, the PyTorch peers (`benchmarks/peers/torch_maml.py`) and the other speed
+scripts, so that every implementation is timed the same way.
 
-Standard library only: it runs under either virtual environment.
+Standard library only: it runs under either virtual environment (the peers' has no JAX and no
+metajax, and loads this file by its path).
 """
 
 from __future__ import annotations
@@ -84,3 +88,16 @@ def time_steps(step: Callable[[], object], sync: Callable[[object], object], *, 
         "setup_peak_rss_mb": setup_peak, "steps_start_rss_mb": steps_start,
         "steps_peak_rss_mb": _status_mb("VmHWM") if reset else None,
     }
+
+
+def median_time(fn: Callable[[int], object], repeats: int,
+                sync: Callable[[object], object] = lambda x: x) -> float:
+    """The median seconds of `repeats` calls `sync(fn(i))`, i = 1 .. repeats, after an untimed
+    first call `fn(0)` (compile, warm-up). `sync` waits for the result (`jax.block_until_ready`)."""
+    sync(fn(0))
+    times = []
+    for i in range(repeats):
+        t0 = time.perf_counter()
+        sync(fn(i + 1))
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
