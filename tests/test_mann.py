@@ -180,12 +180,13 @@ def test_sequence_protocol_config_and_learners():
     assert not make_config("snail").sequence_protocol
     with pytest.raises(ValueError, match="mann runs on protocol sequence"):
         make_config("mann", protocol="episodes")
-    with pytest.raises(ValueError, match="protonet runs on episodes"):
+    with pytest.raises(ValueError, match="--protocol does not apply to protonet"):
         make_config("protonet", protocol="sequence")
     with pytest.raises(ValueError, match="cannot be evaluated at ways=20"):
         build_learner(config, ways=20, phase="test")
     for algo in ("mann", "lstm", "feedforward"):
-        learner = build_learner(make_config(algo, memory_slots=8, width=8))
+        memory = {"memory_slots": 8} if algo == "mann" else {}
+        learner = build_learner(make_config(algo, width=8, **memory))
         episode = sample_sequence(jax.random.PRNGKey(0), coded_images(6, 20), 5, 10)
         params = learner.init(jax.random.PRNGKey(0), episode)
         assert learner.predict(params, episode, None).shape == (50, 5)
