@@ -202,7 +202,7 @@ def _summary_rows(path: Path, d: dict) -> list[dict] | None:
 READERS: tuple[Callable[[Path, dict], list[dict] | None], ...] = (
     _l2o_rows, _episode_rows, _ablation_rows, _sinusoid_rows, _method_rows, _summary_rows)
 # Not accuracy tables: shown in their own sections or linked.
-OTHER = ("maml_speed", "maml_compile_memory", "sampling_share", "relation_speed")
+OTHER = ("maml_speed", "maml_compile_memory", "sampling_share", "relation_speed", "regression_speed")
 
 
 def _is_other(stem: str) -> bool:

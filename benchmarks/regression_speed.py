@@ -24,9 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from common import report  # noqa: E402
+from common import report
 
 TRAIN = {"protonet": (200, 200), "maml": (100, 100)}  # algo: (steps, test episodes)
 
