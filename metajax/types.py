@@ -101,5 +101,16 @@ class Learner(NamedTuple):
     loss_and_state: LossAndStateFn | None = None
 
 
+def without_state(loss_and_state: LossAndStateFn) -> LossFn:
+    """`Learner.loss` from `Learner.loss_and_state`: the same scalar and metrics, the updated
+    collections dropped."""
+
+    def loss(variables: Variables, task: Task, key: PRNGKey | None = None):
+        value, (metrics, _) = loss_and_state(variables, task, key)
+        return value, metrics
+
+    return loss
+
+
 SampleFn = Callable[[PRNGKey, Any], Task]
 """`sample(key, data) -> Task`: draws one task on the device from `data` (arrays in device memory)."""

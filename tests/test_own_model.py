@@ -266,9 +266,18 @@ def test_every_learner_takes_a_stock_flax_module(name):
         learner.adapt(v, task, KEY)
 
 
-def test_metasgd_runs_saved_in_the_earlier_layout_restore(tmp_path):
+def _save_checkpoint(run_dir, step, state) -> None:
+    """`state` saved as the trainer's checkpoint `step` of `run_dir`."""
     import orbax.checkpoint as ocp
 
+    manager = ocp.CheckpointManager((run_dir / "checkpoints").absolute(),
+                                    options=ocp.CheckpointManagerOptions(create=True))
+    manager.save(step, args=ocp.args.StandardSave(state))
+    manager.wait_until_finished()
+    manager.close()
+
+
+def test_metasgd_runs_saved_in_the_earlier_layout_restore(tmp_path):
     from metajax.training import TrainState, restore_state
 
     task = _task(5)
@@ -281,11 +290,7 @@ def test_metasgd_runs_saved_in_the_earlier_layout_restore(tmp_path):
     legacy = {"init": {"params": params["params"]["init"]},
               "lr": {"params": params["params"]["lr"]}}
     saved = TrainState(state.step + 7, legacy, optimizer.init(legacy))
-    manager = ocp.CheckpointManager((tmp_path / "checkpoints").absolute(),
-                                    options=ocp.CheckpointManagerOptions(create=True))
-    manager.save(7, args=ocp.args.StandardSave(saved))
-    manager.wait_until_finished()
-    manager.close()
+    _save_checkpoint(tmp_path, 7, saved)
     restored = restore_state(tmp_path, state)
     assert int(restored.step) == 7
     np.testing.assert_array_equal(restored.params["params"]["lr"]["Dense_0"]["kernel"],
@@ -355,8 +360,6 @@ def test_sequence_baseline_and_deml_learners_take_stock_flax_modules():
 
 
 def test_deml_runs_saved_in_the_earlier_layout_restore(tmp_path):
-    import orbax.checkpoint as ocp
-
     from metajax.learners import ConceptBatch, deml
     from metajax.nets import ConceptResNet
     from metajax.training import TrainState, restore_state
@@ -369,11 +372,7 @@ def test_deml_runs_saved_in_the_earlier_layout_restore(tmp_path):
     legacy = {"generator": {"params": p["generator"]}, "discriminator": p["discriminator"],
               "learner": p["learner"]}
     saved = TrainState(state.step + 3, legacy, optimizer.init(legacy))
-    manager = ocp.CheckpointManager((tmp_path / "checkpoints").absolute(),
-                                    options=ocp.CheckpointManagerOptions(create=True))
-    manager.save(3, args=ocp.args.StandardSave(saved))
-    manager.wait_until_finished()
-    manager.close()
+    _save_checkpoint(tmp_path, 3, saved)
     restored = restore_state(tmp_path, state)
     assert int(restored.step) == 3
     for a, b in zip(jax.tree.leaves(restored.params), jax.tree.leaves(legacy), strict=True):

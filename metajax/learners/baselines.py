@@ -32,7 +32,7 @@ from metajax.nets.network import (
     same_dtypes,
     split_variables,
 )
-from metajax.types import Array, Learner, Params, PRNGKey, Task, Variables
+from metajax.types import Array, Learner, Params, PRNGKey, Task, Variables, without_state
 
 COSINE_SCALE = 10.0  # Chen et al.'s scale factor for the cosine classifier
 
@@ -148,9 +148,7 @@ def pretrain_learner(width: int = 64, downsample: str = "maxpool", cosine: bool 
         value, metrics = cross_entropy(logits, batch.y)
         return value, (metrics, state)
 
-    def loss(variables: Variables, batch: ClassBatch, key: PRNGKey | None = None):
-        value, (metrics, _) = loss_and_state(variables, batch, key)
-        return value, metrics
+    loss = without_state(loss_and_state)
 
     return Learner(init=init, loss=loss, predict=predict, loss_and_state=loss_and_state)
 

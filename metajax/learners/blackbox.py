@@ -18,7 +18,7 @@ import optax
 from metajax.data.sequences import SequenceEpisode
 from metajax.learners.classification import cross_entropy
 from metajax.nets.network import merge_variables, network, same_dtypes, split_variables
-from metajax.types import Array, Learner, PRNGKey, Task, Variables
+from metajax.types import Array, Learner, PRNGKey, Task, Variables, without_state
 
 
 def instance_accuracies(correct: Array, instance: Array, instances: int) -> dict[str, Array]:
@@ -80,9 +80,7 @@ def sequence_learner(cell: nn.Module, *, running_average: bool = False) -> Learn
         value, metrics = sequence_loss(logits, episode)
         return value, (metrics, state)
 
-    def loss(variables: Variables, episode: SequenceEpisode, key: PRNGKey | None = None):
-        value, (metrics, _) = loss_and_state(variables, episode, key)
-        return value, metrics
+    loss = without_state(loss_and_state)
 
     return Learner(init=init, loss=loss, predict=predict, loss_and_state=loss_and_state)
 

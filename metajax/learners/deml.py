@@ -36,7 +36,7 @@ from metajax.data.episodes import check_episode_shape, sample_episode, to_float
 from metajax.learners.classification import cross_entropy
 from metajax.learners.maml import inner_loop
 from metajax.nets.network import network, split_variables
-from metajax.types import Array, Learner, Params, PRNGKey, SampleFn, Task, Variables
+from metajax.types import Array, Learner, Params, PRNGKey, SampleFn, Task, Variables, without_state
 
 MetaLearnerName = Literal["metasgd", "maml"]
 META_LEARNERS = ("metasgd", "maml")
@@ -207,8 +207,6 @@ def deml(generator: nn.Module, ways: int, inner_lr: float = 0.4, steps: int = 1,
         return total, ({"loss": total, "accuracy": metrics["accuracy"], "meta_loss": meta_loss,
                         "disc_loss": disc_loss, "disc_accuracy": disc["accuracy"]}, state)
 
-    def loss_fn(variables: Variables, sample: ConceptBatch | Task, key: PRNGKey | None = None):
-        value, (metrics, _) = loss_and_state(variables, sample, key)
-        return value, metrics
+    loss_fn = without_state(loss_and_state)
 
     return Learner(init=init, loss=loss_fn, predict=predict, loss_and_state=loss_and_state)

@@ -48,7 +48,7 @@ from metajax.nets.network import (
     split_variables,
     trainable_part,
 )
-from metajax.types import Array, Learner, Metrics, OptState, Params, PRNGKey, Task, Variables
+from metajax.types import Array, Learner, Metrics, OptState, Params, PRNGKey, Task, Variables, without_state
 
 LossName = Literal["xent", "mse"]
 Objective = Callable[[Array, Array], tuple[Array, Metrics]]
@@ -151,9 +151,7 @@ def _supervised_learner(net: Network, task_loss: Objective, init, adapt,
         value, metrics = task_loss(outputs, task.query_y)
         return value, (metrics, state)
 
-    def loss_fn(variables: Variables, task: Task, key: PRNGKey | None = None):
-        value, (metrics, _) = loss_and_state(variables, task, key)
-        return value, metrics
+    loss_fn = without_state(loss_and_state)
 
     def adapt_public(variables: Variables, task: Task, key: PRNGKey | None = None) -> Variables:
         return adapt(variables, task, _split_key(key)[0])
@@ -417,9 +415,7 @@ def reptile(network: nn.Module, inner_lr: float = 1e-3, steps: int = 5, *, inner
         return net.apply(adapt(variables, task, k_inner), task.query_x, key=k_query,
                          train=not running_average)[0]
 
-    def loss_fn(variables: Variables, task: Task, key: PRNGKey | None = None):
-        value, (metrics, _) = loss_and_state(variables, task, key)
-        return value, metrics
+    loss_fn = without_state(loss_and_state)
 
     def adapt_public(variables: Variables, task: Task, key: PRNGKey | None = None) -> Variables:
         return adapt(variables, task, _split_key(key)[0])

@@ -18,7 +18,7 @@ import jax.numpy as jnp
 
 from metajax.nets import Conv4
 from metajax.nets.network import accepts_train, network
-from metajax.types import Array, Learner, PRNGKey, Task, Variables
+from metajax.types import Array, Learner, PRNGKey, Task, Variables, without_state
 
 EPS = 1e-8
 
@@ -141,9 +141,7 @@ def matching_net(net: MatchingNet, *, running_average: bool = False) -> Learner:
         accuracy = jnp.mean(jnp.argmax(logp, axis=-1) == task.query_y)
         return value, ({"loss": value, "accuracy": accuracy}, state)
 
-    def loss(variables: Variables, task: Task, key: PRNGKey | None = None):
-        value, (metrics, _) = loss_and_state(variables, task, key)
-        return value, metrics
+    loss = without_state(loss_and_state)
 
     return Learner(init=init, loss=loss, predict=predict,
                    adapt=lambda v, t, k=None: adapt_with_state(v, t, k)[0],

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 
 from metajax.learners.classification import cross_entropy
 from metajax.nets.network import Network, network
-from metajax.types import Array, Learner, PRNGKey, Task, Variables
+from metajax.types import Array, Learner, PRNGKey, Task, Variables, without_state
 
 
 def prototypes(embeddings: Array, labels: Array, num_classes: int) -> Array:
@@ -81,9 +81,7 @@ def protonet(embedding: nn.Module, *, running_average: bool = False) -> Learner:
                                        task.query_y)
         return value, (metrics, state)
 
-    def loss(variables: Variables, task: Task, key: PRNGKey | None = None):
-        value, (metrics, _) = loss_and_state(variables, task, key)
-        return value, metrics
+    loss = without_state(loss_and_state)
 
     return Learner(init=init, loss=loss, predict=predict, adapt=adapt,
                    loss_and_state=loss_and_state)

@@ -15,7 +15,7 @@ import jax.numpy as jnp
 
 from metajax.nets import BatchNorm, max_pool_2x2
 from metajax.nets.network import network
-from metajax.types import Array, Learner, PRNGKey, Task, Variables
+from metajax.types import Array, Learner, PRNGKey, Task, Variables, without_state
 
 
 def _norm_relu_pool(x: Array, pool: bool) -> Array:
@@ -158,8 +158,6 @@ def relation_net(net: nn.Module, *, running_average: bool = False) -> Learner:
         accuracy = jnp.mean(jnp.argmax(scores, axis=-1) == task.query_y)
         return value, ({"loss": value, "accuracy": accuracy}, state)
 
-    def loss(variables: Variables, task: Task, key: PRNGKey | None = None):
-        value, (metrics, _) = loss_and_state(variables, task, key)
-        return value, metrics
+    loss = without_state(loss_and_state)
 
     return Learner(init=init, loss=loss, predict=predict, loss_and_state=loss_and_state)

@@ -22,7 +22,7 @@ import optax
 from metajax.data.pairs import Pairs
 from metajax.nets import BatchNorm, Conv4, max_pool_2x2
 from metajax.nets.network import Network, accepts_train, network
-from metajax.types import Array, Learner, Metrics, Params, PRNGKey, Task, Variables
+from metajax.types import Array, Learner, Metrics, Params, PRNGKey, Task, Variables, without_state
 
 
 class KochEmbedding(nn.Module):
@@ -160,9 +160,7 @@ def siamese(net: SiameseNet, *, running_average: bool = False) -> Learner:
         accuracy = jnp.mean(jnp.argmax(scores, axis=-1) == task.query_y)
         return value, ({"loss": value, "accuracy": accuracy}, state)
 
-    def loss(variables: Variables, task: Task | Pairs, key: PRNGKey | None = None):
-        value, (metrics, _) = loss_and_state(variables, task, key)
-        return value, metrics
+    loss = without_state(loss_and_state)
 
     def adapt(variables: Variables, task: Task, key: PRNGKey | None = None) -> dict:
         return {"pair_logits": _pair_logits(wrapped, variables, task, key, train)[0]}
