@@ -179,9 +179,8 @@ def meta_step_parts(learner: Learner, variables: Params, tasks: Task, keys: jax.
         inner_state = learner.init_inner_state(variables)
     grads, metrics, states = map_over_tasks(
         lambda p, t, k: learner.meta_grad(p, t, k, inner_state), task_map)(variables, tasks, keys)
-    states = jax.tree.map(
-        lambda s: s[0] if jnp.issubdtype(s.dtype, jnp.integer) else s.mean(axis=0), states)
-    return trainable_part(mean(grads))[0], jax.tree.map(jnp.mean, metrics), states, model_state
+    return (trainable_part(mean(grads))[0], jax.tree.map(jnp.mean, metrics), mean_state(states),
+            model_state)
 
 
 def make_train_step(learner: Learner, optimizer: optax.GradientTransformation, sample: SampleFn,
