@@ -88,20 +88,6 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _score(result: dict) -> str:
-    """`accuracy X` for classification, `mse X` for regression (the last words printed)."""
-    if result.get("accuracy") is None:
-        return f"mse {result['mse']:.4f}"
-    return f"accuracy {result['accuracy']:.4f}"
-
-
-def _print_l2o(result: dict, where: str) -> None:
-    """The tuned baselines' final losses, then a line ending in the learned optimiser's."""
-    print(" ".join(f"{b['name']} {b['final_loss']:.4g}" for b in result["baselines"]))
-    print(f"l2o {result['dataset']}, {result['optimizees']} held-out optimisees, {where}, "
-          f"final_loss {result['final_loss']:.4g}")
-
-
 def main(argv: list[str] | None = None) -> int:
     """The `metajax` command. Run from the command line (`argv` None), it first re-executes itself
     with a faster memory allocator (`metajax.allocator`; `METAJAX_ALLOCATOR=system` opts out).
@@ -142,7 +128,13 @@ def main(argv: list[str] | None = None) -> int:
         enable_compilation_cache()
     # Imported here so that `metajax --help` answers without starting JAX.
     from metajax.data.download import DataError
-    from metajax.experiment import evaluate_official_runs, evaluate_run, train_and_evaluate
+    from metajax.experiment import (
+        evaluate_official_runs,
+        evaluate_run,
+        experiment_of,
+        train_and_evaluate,
+    )
+    from metajax.run_dir import load_config
     from metajax.training.trainer import CheckpointExists, TrainingDiverged
 
     try:
@@ -153,18 +145,8 @@ def main(argv: list[str] | None = None) -> int:
             config = make_config(args.algo, args.full_protocol, **overrides)
             s = train_and_evaluate(config, args.out, resume=args.resume,
                                    progress=not args.no_progress)
-            if args.algo == "l2o":
-                _print_l2o(s, f"{s['wall_time_s']:.0f}s, summary in {args.out}/summary.json")
-                return 0
-            setting = f"{s['ways']}-way {s['shots']}-shot"
-            if "accuracy_by_instance" in s:
-                print("accuracy by instance: " + " ".join(
-                    f"{k}:{100 * v:.1f}" for k, v in s["accuracy_by_instance"].items()))
-                setting = f"sequences of {s['ways']} classes x {s['instances']} instances"
-            print(f"{s['algo']} {s['dataset']} {setting}, "
-                  f"{s['episodes']} test episodes, ci95 {s['ci95']:.4f}, "
-                  f"{s['wall_time_s']:.0f}s, summary in {args.out}/summary.json, "
-                  f"{_score(s)}")
+            print("\n".join(experiment_of(config).describe(
+                s, f"{s['wall_time_s']:.0f}s, summary in {args.out}/summary.json")))
         elif args.command == "eval-runs":
             runs = args.runs
             if runs == "official":
@@ -183,17 +165,9 @@ def main(argv: list[str] | None = None) -> int:
         else:
             r = evaluate_run(args.run_dir, args.ways, args.shots, args.episodes, args.queries,
                              args.seed, progress=not args.no_progress, part=args.split)
-            if r["algo"] == "l2o":
-                _print_l2o(r, f"results in {args.run_dir}/eval.json")
-                return 0
-            setting = f"{r['ways']}-way {r['shots']}-shot" + (
-                " (validation classes)" if args.split == "val" else "")
-            if "accuracy_by_instance" in r:
-                print("accuracy by instance: " + " ".join(
-                    f"{k}:{100 * v:.1f}" for k, v in r["accuracy_by_instance"].items()))
-                setting = f"sequences of {r['ways']} classes x {r['instances']} instances"
-            print(f"{r['algo']} {r['dataset']} {setting}, "
-                  f"{r['episodes']} episodes, ci95 {r['ci95']:.4f}, {_score(r)}")
+            written = "eval.json" if args.split == "test" else "eval_val.json"
+            print("\n".join(experiment_of(load_config(args.run_dir)).describe(
+                r, f"results in {args.run_dir}/{written}")))
     except (DataError, ValueError, FileNotFoundError, CheckpointExists, TrainingDiverged) as e:
         print(f"metajax: error: {e}", file=sys.stderr)
         return 2

@@ -1,7 +1,8 @@
-"""Train-then-evaluate, as the CLI runs it: config -> data on device -> learner -> trainer -> results.
+"""Train-then-evaluate, as the CLI runs it, for every algorithm: config -> the algorithm's
+experiment (`metajax.protocol.Experiment`: episodic learners or the learned optimiser) -> results.
 
-`train_and_evaluate` writes to the run directory: `config.json`, `checkpoints/`, `metrics.jsonl` and
-`summary.json`; `evaluate_run` re-scores a finished run (also at other ways/shots, or on the
+`train_and_evaluate` writes to the run directory: `config.json`, `checkpoints/`, `metrics.jsonl`
+and `summary.json`; `evaluate_run` re-scores a finished run (also at other ways/shots, or on the
 validation classes) into `eval.json`.
 """
 
@@ -9,275 +10,67 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import jax
-import optax
 
 from metajax.config import Config
-from metajax.data.episodes import check_episode_shape, episode_sampler
-from metajax.data.omniglot import load_omniglot, make_split
-from metajax.data.runs import load_runs, score_runs
-from metajax.data.sequences import check_sequence_shape, sequence_sampler
-from metajax.data.sinusoid import AMPLITUDE, PHASE, X_RANGE, sinusoid_sampler
-from metajax.data.within_alphabet import alphabet_groups, within_alphabet_sampler
-from metajax.l2o_run import evaluate_l2o_run, train_and_evaluate_l2o
-from metajax.learners import accuracy_by_instance
-from metajax.registry import TRAIN_SAMPLERS, build_learner
-from metajax.run_dir import load_config, machine_info, prepare_run_dir
-from metajax.training.evaluation import evaluate
-from metajax.training.trainer import (
-    TrainState,
-    init_state,
-    restore_state,
-    train,
+from metajax.episodic_run import (  # noqa: F401 (the episodic helpers scripts and tests use)
+    EpisodicExperiment,
+    TaskSource,
+    evaluate_official_runs,
+    load_params,
+    load_state,
+    make_optimizer,
+    regression_result,
+    sequence_result,
+    task_sources,
 )
-from metajax.types import SampleFn
+from metajax.l2o_run import LearnedOptimizerExperiment
+from metajax.protocol import Experiment, Scoring
+from metajax.registry import ALGORITHMS
+from metajax.run_dir import load_config, machine_info, prepare_run_dir
+
+# registry's experiment name -> its implementation
+EXPERIMENTS: dict[str, Experiment] = {"episodic": EpisodicExperiment(),
+                                      "l2o": LearnedOptimizerExperiment()}
 
 
-@dataclass(frozen=True)
-class TaskSource:
-    """Where one phase's tasks come from: the on-device sampler and the arrays it reads."""
-
-    sample: SampleFn
-    data: Any
-    name: str
-
-
-def _omniglot_parts(config: Config):
-    if config.dataset == "miniimagenet":
-        from metajax.data.miniimagenet import load_miniimagenet
-
-        split = load_miniimagenet(config.image_size, data_dir=config.data_dir, verbose=True)
-        return split, split.info
-    omniglot = load_omniglot(config.image_size, data_dir=config.data_dir, verbose=True)
-    split = make_split(omniglot, config.split, seed=config.split_seed, data_dir=config.data_dir)
-    return split, split.info
-
-
-def task_sources(config: Config, ways: int | None = None, shots: int | None = None,
-                 test_queries: int | None = None) -> tuple[dict[str, TaskSource], dict]:
-    """Samplers and device arrays for `train`, `val` (if the split has one) and `test`.
-
-    Raises ValueError for impossible episodes (for example more ways than the split has classes)
-    before anything is compiled.
-    """
-    ways, shots = ways or config.ways, shots or config.shots
-    test_queries = test_queries or config.test_queries
-    if config.dataset == "sinusoid":
-        # Tasks come from the sinusoid family itself: no arrays, no validation part; train and test
-        # tasks differ by their keys (the trainer's seed, the evaluation's eval_seed).
-        info = {"dataset": "sinusoid", "amplitude": list(AMPLITUDE), "phase": list(PHASE),
-                "x": list(X_RANGE), "train_points": [config.train_shots_, config.queries_],
-                "test_points": [shots, test_queries]}
-        return {"train": TaskSource(sinusoid_sampler(config.train_shots_, config.queries_), None,
-                                    "train"),
-                "test": TaskSource(sinusoid_sampler(shots, test_queries), None, "test")}, info
-    if config.dataset not in ("omniglot", "miniimagenet"):
-        raise ValueError(f"unknown dataset {config.dataset!r}")
-    split, info = _omniglot_parts(config)
-    if config.algo == "deml":  # external data = meta-training classes; never a test class
-        from metajax.learners.deml import check_external_classes
-
-        info = {**info, "external": {"source": "meta-training classes",
-                                     **check_external_classes(split.train.names, split.test.names)}}
-    if config.within_alphabet and (config.sequence_protocol or config.algo in TRAIN_SAMPLERS):
-        raise ValueError(f"within_alphabet draws N-way episodes; {config.algo} trains on "
-                         f"{'sequences' if config.sequence_protocol else 'its own samples'} "
-                         f"(pairs, class batches or concept batches)")
-    settings = {
-        "train": (split.train, config.train_ways_, config.train_shots_, config.queries_),
-        "val": (split.val, ways, shots, test_queries),
-        "test": (split.test, ways, shots, test_queries),
-    }
-    sources = {}
-    for part, (classes, n, k, q) in settings.items():
-        if classes is None:
-            continue
-        where = f"split {config.split!r} {part}"
-        if config.sequence_protocol:  # label-offset sequences (MANN and its baselines)
-            check_sequence_shape(classes.images.shape, n, config.instances, where=where)
-            sample = sequence_sampler(n, config.instances, config.label_chars)
-        elif part == "train" and config.algo in TRAIN_SAMPLERS:  # e.g. Siamese pairs
-            sample = TRAIN_SAMPLERS[config.algo](config, classes.images.shape, where)
-        else:
-            check_episode_shape(classes.images.shape, n, k, q, where=where)
-            sample = (within_alphabet_sampler(alphabet_groups(classes.names), n, k, q)
-                      if part == "train" and config.within_alphabet else episode_sampler(n, k, q))
-        sources[part] = TaskSource(sample, jax.device_put(classes.images), part)
-    return sources, info
-
-
-def make_optimizer(config: Config) -> optax.GradientTransformation:
-    """The outer optimiser: Adam (default) or SGD (`config.optimizer`) on the meta-parameters, with
-    an optional staircase decay of the learning rate, or a linear anneal to 0 over the run
-    (`lr_anneal`, Reptile's meta step size)."""
-    lr = config.lr
-    if config.lr_anneal:
-        lr = optax.linear_schedule(config.lr, 0.0, config.steps)
-    elif config.lr_decay_every:
-        lr = optax.exponential_decay(config.lr, config.lr_decay_every, config.lr_decay,
-                                     staircase=True)
-    if config.optimizer not in ("adam", "sgd"):
-        raise ValueError(f"optimizer must be 'adam' or 'sgd', got {config.optimizer!r}")
-    optimizer = optax.adam(lr) if config.optimizer == "adam" else optax.sgd(lr)
-    if config.clip_norm:
-        return optax.chain(optax.clip_by_global_norm(config.clip_norm), optimizer)
-    return optimizer
-
-
-def regression_result(result: dict) -> dict:
-    """Names the evaluation of a regression learner: `mse` (and `mse_ci95`), `accuracy: None`."""
-    if "accuracy" in result:
-        return result
-    return {**result, "mse": result["loss"], "mse_ci95": result["loss_ci95"], "accuracy": None}
-
-
-def sequence_result(result: dict, config: Config) -> dict:
-    """Adds `accuracy_by_instance` (`{"1": ..., "10": ...}`, with `accuracy_by_instance_ci95`) and
-    `instances` to the evaluation of a sequence-protocol run; other results pass through."""
-    if not config.sequence_protocol:
-        return result
-    by_instance = accuracy_by_instance(result)
-    ci95 = {k: result[f"accuracy_{k}_ci95"] for k in by_instance}
-    rest = {k: v for k, v in result.items()
-            if not (k.startswith("accuracy_") and k.split("_")[1].isdigit())}
-    return {**rest, "protocol": "sequence", "instances": config.instances,
-            "accuracy_by_instance": by_instance, "accuracy_by_instance_ci95": ci95}
-
-
-def _example_task(source: TaskSource):
-    return source.sample(jax.random.PRNGKey(0), source.data)
+def experiment_of(config: Config) -> Experiment:
+    """The experiment that runs `config.algo` (`metajax.registry.ALGORITHMS`)."""
+    if config.algo not in ALGORITHMS:
+        raise ValueError(f"unknown algorithm {config.algo!r}; choose one of {', '.join(ALGORITHMS)}")
+    return EXPERIMENTS[ALGORITHMS[config.algo].experiment]
 
 
 def train_and_evaluate(config: Config, out_dir: str | Path, resume: bool = False,
                        devices=None, progress: bool = True) -> dict:
-    """Meta-trains `config.algo`, evaluates it on the test split and writes `summary.json`."""
-    if config.algo == "l2o":  # the learned optimiser is not an episodic learner
-        return train_and_evaluate_l2o(config, out_dir, resume=resume, progress=progress)
+    """Meta-trains `config.algo`, scores it on held-out tasks and writes `summary.json`."""
     start = time.time()
+    experiment = experiment_of(config)
     out_dir = prepare_run_dir(config, out_dir, resume)
-    sources, split_info = task_sources(config)
-    learner = build_learner(config, phase="train")
-    optimizer = make_optimizer(config)
-
-    validate = None
-    if "val" in sources and config.val_every:
-        val = sources["val"]
-
-        def validate(params, inner_state):
-            return evaluate(build_learner(config, phase="test", inner_state=inner_state), params,
-                            val.sample, val.data, config.val_episodes, seed=0, devices=devices,
-                            task_map=config.task_map)
-
-    train_src = sources["train"]
-    state, stats = train(
-        learner, optimizer, train_src.sample, train_src.data,
-        steps=config.steps, meta_batch=config.meta_batch, seed=config.seed, out_dir=out_dir,
-        example_task=_example_task(train_src), validate=validate, val_every=config.val_every,
-        checkpoint_every=config.checkpoint_every, log_every=config.log_every, resume=resume,
-        devices=devices, progress=progress, task_map=config.task_map,
-    )
-    test = sources["test"]
-    test_learner = build_learner(config, phase="test", inner_state=state.inner_state)
-    result = evaluate(test_learner, state.params, test.sample, test.data, config.eval_episodes,
-                      seed=config.eval_seed, progress=progress, desc="test", devices=devices,
-                      task_map=config.task_map)
-    result = sequence_result(regression_result(result), config)
-    summary = {
-        "algo": config.algo,
-        "dataset": config.dataset,
-        "ways": 0 if config.dataset == "sinusoid" else config.ways,
-        "shots": config.shots,
-        "steps": config.steps,
-        "seed": config.seed,
-        **result,
-        "wall_time_s": time.time() - start,
-        **stats,
-        "split": split_info,
-        "config": config.to_dict(),
-        "machine": machine_info(),
-    }
+    state, stats = experiment.train(config, out_dir, resume=resume, progress=progress,
+                                    devices=devices)
+    result = experiment.score(config, state, Scoring(), progress=progress, devices=devices)
+    summary = {"algo": config.algo, "dataset": config.dataset, "steps": config.steps,
+               "seed": config.seed, **result, "wall_time_s": time.time() - start, **stats,
+               "config": config.to_dict(), "machine": machine_info()}
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
-
-
-def load_state(out_dir: str | Path, config: Config | None = None) -> TrainState:
-    """The latest checkpoint of a run: meta-parameters, optimiser and carried inner state."""
-    config = config or load_config(out_dir)
-    sources, _ = task_sources(config)
-    learner = build_learner(config)
-    abstract = jax.eval_shape(
-        lambda: init_state(learner, make_optimizer(config), jax.random.PRNGKey(0),
-                           _example_task(sources["train"]))
-    )
-    return restore_state(out_dir, abstract)
-
-
-def load_params(out_dir: str | Path, config: Config | None = None):
-    """The meta-parameters of the latest checkpoint of a run."""
-    return load_state(out_dir, config).params
 
 
 def evaluate_run(out_dir: str | Path, ways: int | None = None, shots: int | None = None,
                  episodes: int | None = None, queries: int | None = None, seed: int | None = None,
                  progress: bool = True, part: str = "test") -> dict:
-    """Evaluates a trained run on its test classes (or, with `part="val"`, its validation classes,
-    for choosing settings without looking at the test set), at its own or other ways/shots; writes
-    `eval.json` (`eval_val.json` for the validation classes)."""
-    if part not in ("test", "val"):
-        raise ValueError(f"part must be 'test' or 'val', not {part!r}")
+    """Scores a trained run again on its test classes (or, with `part="val"`, its validation
+    classes, for choosing settings without looking at the test set), at its own or other
+    ways/shots; writes `eval.json` (`eval_val.json` for the validation classes). A learned-
+    optimiser run takes `episodes` (held-out optimisees) and `seed` only."""
+    scoring = Scoring(part, ways, shots, queries, episodes, seed)
     config = load_config(out_dir)
-    if config.algo == "l2o":
-        if ways or shots or queries or part != "test":
-            raise ValueError("--ways, --shots, --queries and --split do not apply to a learned-"
-                             "optimiser run; --episodes sets the number of held-out optimisees")
-        return evaluate_l2o_run(out_dir, episodes, seed)
-    ways, shots = ways or config.ways, shots or config.shots
-    sources, split_info = task_sources(config, ways, shots, queries)
-    if part not in sources:
-        raise ValueError(f"split {config.split!r} of {config.dataset} has no validation classes; "
-                         f"evaluate on the test classes instead")
-    state = load_state(out_dir, config)
-    params = state.params
-    learner = build_learner(config, ways, shots, phase="test", inner_state=state.inner_state)
-    test = sources[part]
-    episodes = episodes or config.eval_episodes
-    result = evaluate(learner, params, test.sample, test.data, episodes,
-                      seed=config.eval_seed if seed is None else seed, progress=progress,
-                      task_map=config.task_map)
-    result = sequence_result(regression_result(result), config)
-    if config.dataset == "sinusoid":
-        ways = 0
-    out = {"algo": config.algo, "dataset": config.dataset, "part": part, "ways": ways,
-           "shots": shots, "queries": queries or config.test_queries, **result, "split": split_info}
+    experiment = experiment_of(config)
+    experiment.check(config, scoring)
+    state = experiment.restore(config, Path(out_dir))
+    result = experiment.score(config, state, scoring, progress=progress)
+    out = {"algo": config.algo, "dataset": config.dataset, **result}
     (Path(out_dir) / ("eval.json" if part == "test" else "eval_val.json")).write_text(
         json.dumps(out, indent=2))
-    return out
-
-
-
-def evaluate_official_runs(out_dir: str | Path, runs_path: str | Path, seed: int = 0) -> dict:
-    """Scores a trained run on the official 20-way within-alphabet one-shot runs of Lake et al.
-
-    Any learner whose `predict` classifies a support set works. The protocol trains on the
-    background alphabets only (`--split lake`); with another split the training classes include
-    characters of the evaluation alphabets, and the result says so under `warning`. Writes
-    `DIR/eval_runs.json` with the per-run errors.
-    """
-    config = load_config(out_dir)
-    runs = load_runs(runs_path, config.image_size)
-    state = load_state(out_dir, config)
-    params = state.params
-    learner = build_learner(config, runs[0].task.num_classes, 1, phase="test",
-                            inner_state=state.inner_state)
-    result = score_runs(learner, params, runs, seed=seed)
-    out = {"algo": config.algo, "runs_path": str(runs_path), "image_size": config.image_size,
-           "split": config.split, **result}
-    if config.split != "lake":
-        out["warning"] = (f"trained on split {config.split!r}, whose training classes include "
-                          f"evaluation-alphabet characters; the protocol trains with --split lake")
-    (Path(out_dir) / "eval_runs.json").write_text(json.dumps(out, indent=2))
     return out

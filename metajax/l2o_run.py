@@ -1,11 +1,10 @@
 """The `metajax train l2o` run (application): a run's config -> the learned optimiser's problem
-family, meta-training with the trainer's loop, and its comparison with tuned optimisers, written to
-the run directory. The library part is `metajax.l2o`."""
+family, meta-training with the trainer's loop, and its comparison with tuned optimisers.
+`metajax.experiment` drives it as one of its experiments (`LearnedOptimizerExperiment`); the
+library part is `metajax.l2o`."""
 
 from __future__ import annotations
 
-import json
-import time
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +19,6 @@ from metajax.l2o.lstm_optimizer import (
 )
 from metajax.l2o.meta_train import MetaState, compare_optimizers, init_meta_state, make_meta_step
 from metajax.l2o.optimizees import TaskFamily, mlp_family, omniglot_pools, quadratic_family
-from metajax.run_dir import load_config, machine_info, prepare_run_dir
 from metajax.training.trainer import run_loop
 
 
@@ -69,55 +67,43 @@ def comparison_report(result: dict) -> dict:
     return out
 
 
-def evaluate_l2o_run(out_dir: str | Path, episodes: int | None = None,
-                     seed: int | None = None) -> dict:
-    """What `metajax eval` does with a learned-optimiser run: loads `lstm_optimizer.msgpack` and
-    compares it again with the four tuned baselines on `episodes` held-out optimisees (default: the
-    run's `eval_episodes`) from seed `seed` (default: its `eval_seed`); writes `eval.json`."""
-    out_dir = Path(out_dir)
-    config = load_config(out_dir)
-    net, lstm_params = load_lstm_optimizer(out_dir / "lstm_optimizer.msgpack")
-    family, train_data, test_data = family_and_data(config)
-    episodes = episodes or config.eval_episodes
-    result = compare_optimizers(net, lstm_params, family, train_data, test_data,
-                                horizon=config.horizon, tune_optimizees=config.val_episodes,
-                                eval_optimizees=episodes,
-                                seed=config.eval_seed if seed is None else seed)
-    out = {"algo": config.algo, "dataset": config.dataset, "optimizees": episodes,
-           "horizon": config.horizon, **comparison_report(result)}
-    (out_dir / "eval.json").write_text(json.dumps(out, indent=2))
-    return out
+class LearnedOptimizerExperiment:
+    """The learned optimiser (`metajax train l2o`): meta-trained on sampled optimisees, saved as
+    `lstm_optimizer.msgpack`, and scored against SGD, NAG, RMSprop and Adam (learning rates tuned
+    on training problems) and its own untrained initialisation on held-out problems."""
 
+    def train(self, config, out_dir: Path, *, resume: bool, progress: bool,
+              devices=None) -> tuple[tuple[LSTMOptimizer, Any], dict]:
+        del devices  # one device: the optimisees of a meta-batch are vmapped
+        family, train_data, _ = family_and_data(config)
+        state, stats = meta_train(config, family, train_data, out_dir, resume, progress)
+        net = make_net(config)
+        save_lstm_optimizer(out_dir / "lstm_optimizer.msgpack", state.lstm_params, net)
+        return (net, state.lstm_params), stats
 
-def train_and_evaluate_l2o(config, out_dir: str | Path, resume: bool = False,
-                           progress: bool = True) -> dict:
-    """What `metajax train l2o` runs: meta-train, save the optimiser, compare it with SGD, NAG,
-    RMSprop and Adam (learning rates tuned on training problems) on held-out problems, and write
-    `summary.json` (`final_loss`, `baselines`, mean curves)."""
-    start = time.time()
-    out_dir = prepare_run_dir(config, out_dir, resume)
-    family, train_data, test_data = family_and_data(config)
-    state, stats = meta_train(config, family, train_data, out_dir, resume, progress)
-    net = make_net(config)
-    save_lstm_optimizer(out_dir / "lstm_optimizer.msgpack", state.lstm_params, net)
-    untrained = init_lstm_optimizer(net, jax.random.PRNGKey(config.seed))
-    result = compare_optimizers(net, state.lstm_params, family, train_data, test_data,
-                                horizon=config.horizon, tune_optimizees=config.val_episodes,
-                                eval_optimizees=config.eval_episodes, seed=config.eval_seed,
-                                untrained_params=untrained)
-    summary = {
-        "algo": config.algo,
-        "dataset": config.dataset,
-        "steps": config.steps,
-        "seed": config.seed,
-        "optimizees": config.eval_episodes,
-        "horizon": config.horizon,
-        **comparison_report(result),
-        "wall_time_s": time.time() - start,
-        **stats,
-        "problems": family.name,
-        "config": config.to_dict(),
-        "machine": machine_info(),
-    }
-    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
-    return summary
+    def restore(self, config, out_dir: Path) -> tuple[LSTMOptimizer, Any]:
+        return load_lstm_optimizer(out_dir / "lstm_optimizer.msgpack")
+
+    def check(self, config, scoring) -> None:
+        del config
+        if scoring.ways or scoring.shots or scoring.queries or scoring.part != "test":
+            raise ValueError("--ways, --shots, --queries and --split do not apply to a learned-"
+                             "optimiser run; --episodes sets the number of held-out optimisees")
+
+    def score(self, config, state, scoring, *, progress: bool, devices=None) -> dict:
+        del progress, devices
+        net, lstm_params = state
+        family, train_data, test_data = family_and_data(config)
+        episodes = scoring.episodes or config.eval_episodes
+        result = compare_optimizers(
+            net, lstm_params, family, train_data, test_data, horizon=config.horizon,
+            tune_optimizees=config.val_episodes, eval_optimizees=episodes,
+            seed=config.eval_seed if scoring.seed is None else scoring.seed,
+            untrained_params=init_lstm_optimizer(net, jax.random.PRNGKey(config.seed)))
+        return {"part": "test", "optimizees": episodes, "horizon": config.horizon,
+                **comparison_report(result), "problems": family.name}
+
+    def describe(self, result: dict, where: str) -> list[str]:
+        return [" ".join(f"{b['name']} {b['final_loss']:.4g}" for b in result["baselines"]),
+                f"l2o {result['dataset']}, {result['optimizees']} held-out optimisees, {where}, "
+                f"final_loss {result['final_loss']:.4g}"]

@@ -255,21 +255,25 @@ TRAIN_SAMPLERS: dict[str, Callable[[Config, tuple[int, ...], str], SampleFn]] = 
 class Algorithm(NamedTuple):
     """What the application knows of an algorithm: its settings class (`metajax.config`), how to
     build its learner from a run's config, the sampler it trains on (None: N-way K-shot episodes,
-    or label-offset sequences for the sequence protocol) and the datasets it runs on."""
+    or label-offset sequences for the sequence protocol), the datasets it runs on, and the
+    experiment that runs it (`metajax.experiment.EXPERIMENTS`: "episodic", or "l2o" for the
+    learned optimiser)."""
 
     settings: type
     build: Callable[..., Learner]
     train_sampler: Callable[[Config, tuple[int, ...], str], SampleFn] | None
     datasets: tuple[str, ...]
+    experiment: str = "episodic"
 
 
 _EPISODIC = ("omniglot", "miniimagenet")
 _DATASETS = {"maml": (*_EPISODIC, "sinusoid"), "fomaml": (*_EPISODIC, "sinusoid"),
              "metasgd": (*_EPISODIC, "sinusoid"), "pretrained": ("sinusoid",),
              "l2o": ("quadratic", "mlp")}
+_EXPERIMENTS = {"l2o": "l2o"}  # the rest are "episodic"
 ALGORITHMS: dict[str, Algorithm] = {
     algo: Algorithm(ALGO_SETTINGS[algo], LEARNERS.get(algo), TRAIN_SAMPLERS.get(algo),
-                    _DATASETS.get(algo, _EPISODIC))
+                    _DATASETS.get(algo, _EPISODIC), _EXPERIMENTS.get(algo, "episodic"))
     for algo in ALGO_SETTINGS
 }
 

@@ -1,5 +1,6 @@
 """The package's import graph: no cycles, and the library (learners, nets, data, training, l2o,
-bench, types) imports nothing of the application (config, experiment, cli, registry, run_dir, l2o_run).
+bench, types) imports nothing of the application (config, experiment, protocol, episodic_run,
+l2o_run, cli, registry, run_dir).
 Static: every import statement counts, including those inside functions."""
 
 import ast
@@ -8,8 +9,9 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[1] / "metajax"
 LIBRARY = ("metajax.learners", "metajax.nets", "metajax.data", "metajax.training", "metajax.l2o",
            "metajax.bench", "metajax.types")
-APPLICATION = ("metajax.config", "metajax.experiment", "metajax.cli", "metajax.registry",
-               "metajax.run_dir", "metajax.l2o_run", "metajax.__main__")
+APPLICATION = ("metajax.config", "metajax.experiment", "metajax.protocol", "metajax.episodic_run",
+               "metajax.l2o_run", "metajax.cli", "metajax.registry", "metajax.run_dir",
+               "metajax.__main__")
 
 
 def _modules() -> dict[str, set[str]]:
