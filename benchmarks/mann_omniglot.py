@@ -3,8 +3,9 @@ with one-hot labels, on test characters, beside the paper's table; the LSTM and 
 baselines in the same protocol; a PNG plot of accuracy by instance.
 
 Each learner is trained with `metajax train`'s path (`train_and_evaluate`), so every run directory
-holds its summary.json; a run left in `--runs-dir` is resumed. Results are written after each
-learner, so a run cut short keeps what finished.
+holds its summary.json; a run left in `--runs-dir` is resumed, a finished one reused (`--rescore`
+scores it again). Results are written after each learner, so a run cut short keeps what finished;
+`--algos mann` reruns one model and keeps the other rows (each with its own command).
 
     python benchmarks/mann_omniglot.py                     # CPU defaults (about 60 min on 2 cores)
     python benchmarks/mann_omniglot.py --full-protocol     # 100,000 iterations (for a GPU)
@@ -13,38 +14,62 @@ learner, so a run cut short keeps what finished.
 from __future__ import annotations
 
 import argparse
-import time
+import dataclasses
+import json
 from pathlib import Path
 
-from common import RESULTS, keep_earlier_rows, parse_with_allocator, report
+from common import parse_with_allocator
+from reproduce import Run, Score, reproduce
 
-from metajax.bench.results import command_line
+from metajax.bench.results import paper
 
+SANTORO = "Santoro et al. 2016, Table 1"
+SEQUENCES = "Omniglot sequences, 5 classes one-hot"
 INSTANCES = ("1", "2", "3", "4", "5", "10")
-# Santoro et al. 2016, Table 1 (5 classes, one-hot labels), percent
+# the paper's accuracy by instance (5 classes, one-hot labels, 100,000 training episodes)
 PAPER = {
-    "feedforward": dict(zip(INSTANCES, (24.4, 19.6, 21.1, 19.9, 22.8, 19.5), strict=True)),
-    "lstm": dict(zip(INSTANCES, (24.4, 49.5, 55.3, 61.0, 63.6, 62.5), strict=True)),
-    "mann": dict(zip(INSTANCES, (36.4, 82.8, 91.0, 92.6, 94.9, 98.1), strict=True)),
+    "feedforward": (0.244, 0.196, 0.211, 0.199, 0.228, 0.195),
+    "lstm": (0.244, 0.495, 0.553, 0.610, 0.636, 0.625),
+    "mann": (0.364, 0.828, 0.910, 0.926, 0.949, 0.981),
 }
-GOAL = {"mann": {"2": 80.0, "10": 95.0}}
+GOAL = {"mann": {"2": 0.80, "10": 0.95}}
+CPU_STEPS = {"feedforward": 1000, "lstm": 4000, "mann": 28000}
 
 
-def plot(rows: list[dict], path: Path) -> None:
+def instance(algo: str, k: str, figure: float) -> Score:
+    """The accuracy at the `k`-th presentation of a class in the episode."""
+    return Score(f"{SEQUENCES}, instance {k}",
+                 paper(figure, SANTORO, note="100,000 training episodes"), GOAL.get(algo, {}).get(k),
+                 pick=lambda r: (r["accuracy_by_instance"][k], r["accuracy_by_instance_ci95"][k]),
+                 details=lambda r: {"instance": int(k)})
+
+
+# the accuracy over all steps of the episode, with every instance's in its details
+ALL_INSTANCES = Score(f"{SEQUENCES}, all instances", details=lambda r: {
+    "accuracy_by_instance": r["accuracy_by_instance"],
+    "accuracy_by_instance_ci95": r["accuracy_by_instance_ci95"]})
+RUNS = tuple(Run(algo, algo, {}, scores=(
+    *(instance(algo, k, figure) for k, figure in zip(INSTANCES, figures, strict=True)),
+    ALL_INSTANCES)) for algo, figures in PAPER.items())
+
+
+def plot(payload: dict, path: Path) -> None:
+    """Accuracy by instance of each model, ours and the paper's."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4))
-    for i, row in enumerate(rows):
-        ks = sorted(row["accuracy_by_instance"], key=int)
-        line, = ax.plot([int(k) for k in ks], [row["accuracy_by_instance"][k] for k in ks],
-                        "o-", label=f"{row['algo']} (ours, {row['steps']} steps)", color=f"C{i}")
-        paper = PAPER.get(row["algo"])
-        if paper:
-            ax.plot([int(k) for k in paper], list(paper.values()), "x--", color=line.get_color(),
-                    alpha=0.6, label=f"{row['algo']} (paper)")
+    for i, method in enumerate(dict.fromkeys(r["method"] for r in payload["rows"])):
+        rows = [r for r in payload["rows"] if r["method"] == method and "instance" in r["details"]]
+        if not rows:
+            continue
+        ks = [r["details"]["instance"] for r in rows]
+        ax.plot(ks, [100 * r["value"] for r in rows], "o-", color=f"C{i}",
+                label=f"{method} (ours, {rows[0]['steps']} steps)")
+        ax.plot(ks, [100 * r["paper"]["value"] for r in rows], "x--", color=f"C{i}", alpha=0.6,
+                label=f"{method} (paper)")
     ax.axhline(20, color="gray", lw=0.8, ls=":", label="chance")
     ax.set_xlabel("instance (presentation of the class in the episode)")
     ax.set_ylabel("test accuracy (%)")
@@ -53,12 +78,12 @@ def plot(rows: list[dict], path: Path) -> None:
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
+    plt.close(fig)
 
 
-def score_latest(run_dir: Path, episodes: int, progress: bool) -> tuple[dict, int]:
-    """The test evaluation of a run's latest checkpoint (finished or not) and the step it holds."""
-    import json
-
+def score_latest(run_dir: Path, episodes: int, progress: bool) -> dict:
+    """The test evaluation of a run's latest checkpoint (finished or not), as a summary whose
+    `steps` are the steps that checkpoint holds."""
     import orbax.checkpoint as ocp
 
     from metajax.experiment import evaluate_run
@@ -71,9 +96,8 @@ def score_latest(run_dir: Path, episodes: int, progress: bool) -> tuple[dict, in
     result = evaluate_run(run_dir, episodes=episodes, progress=progress)
     times = [json.loads(line).get("time_s") for line in (run_dir / "metrics.jsonl").open()
              if '"time_s"' in line and json.loads(line)["step"] <= step]
-    summary = {**result, "train_wall_time_s": times[-1] if times else float("nan"),
-               "steps_per_s": None, "config": json.loads((run_dir / "config.json").read_text())}
-    return summary, step
+    return {**result, "steps": step, "train_wall_time_s": times[-1] if times else None,
+            "steps_per_s": None, "config": json.loads((run_dir / "config.json").read_text())}
 
 
 def main() -> None:
@@ -88,76 +112,35 @@ def main() -> None:
     parser.add_argument("--runs-dir", default="runs/bench_mann")
     parser.add_argument("--name", default="mann_omniglot")
     parser.add_argument("--progress", action="store_true")
+    parser.add_argument("--rescore", action="store_true",
+                        help="score finished runs again (default: reuse their summary.json)")
     parser.add_argument("--score-partial", action="store_true",
                         help="do not train: score the latest checkpoint of each run in --runs-dir "
                              "(a run cut short is labelled with the steps it reached)")
     args = parse_with_allocator(parser)
+    algos = args.algos.split(",")
+    if set(algos) - set(PAPER):
+        parser.error(f"--algos: choose among {','.join(PAPER)}")
 
-    from metajax.bench.machine import machine_info
-    from metajax.config import make_config
-    from metajax.experiment import train_and_evaluate
-
-    cpu_steps = {"mann": 28000, "lstm": 4000, "feedforward": 1000}
-    rows, start = [], time.time()
-    for algo in args.algos.split(","):
+    def steps(algo: str) -> int | None:
         if args.full_protocol:
-            steps = None
-        elif algo == "mann":
-            steps = args.steps or cpu_steps[algo]
-        else:
-            steps = args.baseline_steps or cpu_steps[algo]
-        config = make_config(algo, args.full_protocol, steps=steps,
-                             eval_episodes=args.eval_episodes)
-        run_dir = Path(args.runs_dir) / algo
-        if args.score_partial:
-            summary, reached = score_latest(run_dir, args.eval_episodes, args.progress)
-        else:
-            summary = train_and_evaluate(config, run_dir,
-                                         resume=(run_dir / "checkpoints").exists(),
-                                         progress=args.progress)
-            reached = config.steps
-        rows.append({
-            "algo": algo, "steps": reached, "planned_steps": config.steps,
-            "episodes": summary["episodes"],
-            "accuracy_by_instance": {k: 100 * v for k, v in
-                                     summary["accuracy_by_instance"].items()},
-            "accuracy_by_instance_ci95": {k: 100 * v for k, v in
-                                          summary["accuracy_by_instance_ci95"].items()},
-            "accuracy": 100 * summary["accuracy"], "paper": PAPER.get(algo),
-            "goal": GOAL.get(algo), "train_time_s": round(summary["train_wall_time_s"], 1),
-            "steps_per_s": summary["steps_per_s"], "config": summary["config"],
-            "split": summary["split"], "run_dir": str(run_dir),
-            "command": command_line(), "date": time.strftime("%Y-%m-%d %H:%M"),
-            "machine": machine_info(),
-        })
-        rows = keep_earlier_rows(args.name, rows, PAPER)
-        lines = [
-            "| model | steps x 16 episodes | " + " | ".join(f"{k}" for k in INSTANCES)
-            + " | train time |",
-            "|---|---|" + "---|" * len(INSTANCES) + "---|",
-        ]
-        for row in rows:
-            acc, ci = row["accuracy_by_instance"], row["accuracy_by_instance_ci95"]
-            lines.append(f"| {row['algo']} (ours) | {row['steps']} | "
-                         + " | ".join(f"{acc[k]:.1f} ± {ci[k]:.1f}" for k in INSTANCES)
-                         + f" | {row['train_time_s']:.0f} s |")
-            if row["paper"]:
-                lines.append(f"| {row['algo']} (paper) | 100k episodes | "
-                             + " | ".join(f"{row['paper'][k]:.1f}" for k in INSTANCES) + " | |")
-        for row in rows:
-            if row["command"] != command_line():
-                lines.append(f"\n{row['algo']}: from an earlier run ({row['date']}, "
-                             f"`{row['command']}`)")
-        for row in rows:
-            for k, goal in (row["goal"] or {}).items():
-                met = row["accuracy_by_instance"][k] >= goal
-                lines.append(f"\n{row['algo']} instance {k}: {row['accuracy_by_instance'][k]:.1f}"
-                             f" (goal >= {goal}: {'met' if met else 'NOT met'})")
-        lines.append(f"\nTest: {args.eval_episodes} episodes of 50 steps on the 423 test characters"
-                     f" (x4 rotations) of the MAML split; accuracy ± 95% CI, percent. Wall time "
-                     f"so far {time.time() - start:.0f} s.")
-        report(args.name, rows, lines)
-        plot(rows, RESULTS / f"{args.name}.png")
+            return None
+        given = args.steps if algo == "mann" else args.baseline_steps
+        return given or CPU_STEPS[algo]
+
+    runs = [dataclasses.replace(run, overrides={"steps": steps(run.algo)})
+            for run in RUNS if run.method in algos]
+
+    def partial(config, run_dir: Path) -> tuple[dict, bool]:
+        return score_latest(run_dir, args.eval_episodes, args.progress), True
+
+    reproduce(args.name, runs, out=args.runs_dir, full_protocol=args.full_protocol,
+              progress=args.progress, rescore=args.rescore,
+              summary_of=partial if args.score_partial else None, order=list(PAPER),
+              cli=dict(eval_episodes=args.eval_episodes), plot=plot, notes=[
+                  f"Test: {args.eval_episodes} episodes of 50 steps on the 423 test characters "
+                  "(x4 rotations) of the MAML split. The paper trains on 100,000 episodes; ours "
+                  "on steps x 16 episodes."])
 
 
 if __name__ == "__main__":

@@ -3,7 +3,8 @@
 As in Snell et al., one model is trained per shot count (train shot = test shot) and evaluated at
 5-way and 20-way on the Vinyals test split, 1000 episodes of 15 queries per class. CPU-sized
 defaults (30-way training episodes, a few thousand steps, about 15-20 minutes per shot count on 2
-cores); `--full-protocol` gives the paper's 60-way schedule.
+cores); `--full-protocol` gives the paper's 60-way schedule. A run left in `--out` is resumed; a
+finished one is reused (`--rescore` scores it again).
 
     python benchmarks/protonet_omniglot.py --shots 1
     python benchmarks/protonet_omniglot.py --shots 1 5 --full-protocol
@@ -11,15 +12,32 @@ cores); `--full-protocol` gives the paper's 60-way schedule.
 
 from __future__ import annotations
 
-from pathlib import Path
+from common import parse_with_allocator, training_parser
+from reproduce import Run, omniglot, reproduce
 
-from common import parse_with_allocator, report, train_then_score, training_parser
+from metajax.bench.results import paper
 
-from metajax.bench.results import goal_cell
-from metajax.config import make_config
+SNELL = "Snell et al. 2017, Table 1"
+PROTOCOL = "60-way training episodes"
 
-PAPER = {(5, 1): 98.8, (20, 1): 96.0, (5, 5): 99.7, (20, 5): 98.9}
-GOAL = {(5, 1): 97.5, (20, 1): 93.0}
+
+def snell(value: float) -> dict:
+    return paper(value, SNELL, note=PROTOCOL)
+
+
+RUNS = (
+    Run("protonet", "protonet", {"ways": 5, "shots": 1}, folder="1shot", scores=(
+        omniglot(5, 1, snell(0.988), goal=0.975), omniglot(20, 1, snell(0.960), goal=0.93))),
+    Run("protonet", "protonet", {"ways": 5, "shots": 5}, folder="5shot", scores=(
+        omniglot(5, 5, snell(0.997)), omniglot(20, 5, snell(0.989)))),
+)
+
+
+def run_for(shots: int) -> Run:
+    """The declared run of this shot count, or one scored at 5-way and 20-way without a paper."""
+    return next((run for run in RUNS if run.overrides["shots"] == shots),
+                Run("protonet", "protonet", {"ways": 5, "shots": shots}, folder=f"{shots}shot",
+                    scores=(omniglot(5, shots), omniglot(20, shots))))
 
 
 def main() -> None:
@@ -27,21 +45,10 @@ def main() -> None:
                         episodes=1000, steps_help="override the training steps")
     p.add_argument("--shots", type=int, nargs="+", default=[1])
     args = parse_with_allocator(p)
+    reproduce(args.name, [run_for(shots) for shots in args.shots], out=args.out,
+              full_protocol=args.full_protocol, progress=not args.no_progress, rescore=args.rescore,
+              cli=dict(steps=args.steps, seed=args.seed, eval_episodes=args.episodes))
 
-    rows = []
-    for shots in args.shots:
-        config = make_config("protonet", args.full_protocol, ways=5, shots=shots, steps=args.steps,
-                             seed=args.seed, eval_episodes=args.episodes)
-        rows += train_then_score(config, Path(args.out) / f"{shots}shot", args.episodes, PAPER,
-                                 GOAL, progress=not args.no_progress)
-
-    lines = ["| setting | ours (%) | 95% CI | paper (%) | goal | train steps | train time (s) |",
-             "|---|---|---|---|---|---|---|"]
-    for r in rows:
-        lines.append(f"| {r['ways']}-way {r['shots']}-shot | {r['accuracy']:.2f} | "
-                     f"±{r['ci95']:.2f} | {r['paper']} | {goal_cell(r['accuracy'], r['goal'])} | "
-                     f"{r['train_steps']} | {r['train_time_s']:.0f} |")
-    report(args.name, rows, lines)
 
 if __name__ == "__main__":
     main()

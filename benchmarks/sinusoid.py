@@ -19,32 +19,108 @@ import math
 import tempfile
 import time
 
-import jax
-import jax.numpy as jnp
-import numpy as np
-from common import RESULTS, write_results
+from common import RESULTS
+from reproduce import Run, Score, config_of, rank_by, write_rows
 
-from metajax.bench.machine import machine_info
-from metajax.config import make_config
-from metajax.data.sinusoid import sinusoid_function, sinusoid_sampler
-from metajax.experiment import make_optimizer
-from metajax.learners.maml import maml, metasgd
-from metajax.nets import MLP
-from metajax.registry import build_learner
-from metajax.training import evaluate, train
+from metajax.bench.results import command_line, now, paper, row
 
-# MAML paper, 5-shot, after 1/5/10 steps (read from its Figure 3); Meta-SGD paper, 5-shot, 1 step.
-PAPER = {("maml", 5): (0.67, 0.38, 0.35), ("pretrained", 5): (2.41, 2.23, 2.19)}
-PAPER_METASGD = {("maml", 5): 1.13, ("metasgd", 5): 0.90, ("maml", 10): 0.77, ("metasgd", 10): 0.53}
-ALGOS = ("maml", "metasgd", "pretrained")
+FINN = "Finn et al. 2017, Figure 3"
+LI = "Li et al. 2017, Table 1"
 STEPS = (1, 5, 10)
+# (method, K, test steps) -> the paper's MSE; the MAML paper's are read from its plot
+PAPERS = {
+    ("maml", 5, 1): paper(0.67, FINN, note="read from the plot; Li et al. 2017, Table 1: 1.13"),
+    ("maml", 5, 5): paper(0.38, FINN, note="read from the plot"),
+    ("maml", 5, 10): paper(0.35, FINN, note="read from the plot"),
+    ("pretrained", 5, 1): paper(2.41, FINN, note="read from the plot"),
+    ("pretrained", 5, 5): paper(2.23, FINN, note="read from the plot"),
+    ("pretrained", 5, 10): paper(2.19, FINN, note="read from the plot"),
+    ("metasgd", 5, 1): paper(0.90, LI),
+    ("maml", 10, 1): paper(0.77, LI),
+    ("metasgd", 10, 1): paper(0.53, LI),
+}
+META_SGD_GOAL = "no worse than MAML after the 1 step both are trained with"
+GOALS = {("maml", 5, 10): 0.5, ("metasgd", 5, 1): META_SGD_GOAL, ("metasgd", 10, 1): META_SGD_GOAL}
+ALGOS = ("maml", "metasgd", "pretrained")
+
+
+def setting(shots: int, steps: int) -> str:
+    return f"sinusoid {shots}-shot, MSE after {steps} step{'s' if steps > 1 else ''}"
+
+
+def sinusoid_run(algo: str, shots: int) -> Run:
+    """`algo` meta-trained at K = `shots`, scored after each of `STEPS` test steps."""
+    return Run(algo, algo, {"dataset": "sinusoid", "shots": shots}, scores=tuple(
+        Score(setting(shots, n), PAPERS.get((algo, shots, n)), GOALS.get((algo, shots, n)),
+              metric="mse") for n in STEPS))
+
+
+RUNS = tuple(sinusoid_run(algo, shots) for shots in (5, 10) for algo in ALGOS)
+DIVERGED = ("\"diverged\": the mean test MSE is not finite. Meta-SGD learns its per-parameter "
+            "step for the single inner step it is trained with (as in the Meta-SGD paper, which "
+            "reports 1 step only); repeating that step overshoots on some tasks.")
 
 
 def evaluator(algo: str, steps: int, inner_lr: float):
+    from metajax.learners.maml import maml, metasgd
+    from metajax.nets import MLP
+
     net = MLP((40, 40), 1)
     if algo == "metasgd":
         return metasgd(net, inner_lr, steps, loss="mse")
     return maml(net, inner_lr, steps, first_order=algo == "pretrained", loss="mse")
+
+
+def train_and_score(run: Run, args) -> tuple[list[dict], object]:
+    """Meta-trains `run` (in a temporary folder) and scores it after each of `STEPS` test steps:
+    its rows and its parameters."""
+    import jax
+
+    from metajax.bench.machine import machine_info
+    from metajax.data.sinusoid import sinusoid_sampler
+    from metajax.experiment import make_optimizer
+    from metajax.registry import build_learner
+    from metajax.training import evaluate, train
+
+    config = config_of(run, False, dict(steps=args.steps, seed=args.seed))
+    sample = sinusoid_sampler(config.shots, config.queries_)
+    t0 = time.time()
+    with tempfile.TemporaryDirectory() as out:
+        state, stats = train(build_learner(config), make_optimizer(config), sample, None,
+                             steps=config.steps, meta_batch=config.meta_batch, seed=config.seed,
+                             out_dir=out, log_every=config.log_every,
+                             checkpoint_every=config.steps,
+                             example_task=sample(jax.random.PRNGKey(0)), progress=False)
+    train_s = time.time() - t0
+    test = sinusoid_sampler(config.shots, config.test_queries)
+    rows = []
+    for score, steps in zip(run.scores, STEPS, strict=True):
+        t0 = time.time()
+        r = evaluate(evaluator(run.algo, steps, config.inner_lr), state.params, test, None,
+                     args.episodes, seed=config.eval_seed)
+        # A learned Meta-SGD step, trained as one step, can diverge when repeated: recorded as
+        # divergence (no value) rather than a NaN.
+        finite = math.isfinite(r["loss"]) and math.isfinite(r["loss_ci95"])
+        rows.append(row(run.method, score.setting, "mse", r["loss"] if finite else None,
+                        r["loss_ci95"] if finite else None, episodes=args.episodes,
+                        steps=config.steps, paper=score.paper, goal=score.goal,
+                        config=config.to_dict(), wall_time_s=train_s + time.time() - t0,
+                        command=command_line(), machine=machine_info(), date=now(),
+                        details={"shots": config.shots, "test_steps": steps,
+                                 "train_time_s": train_s, "steps_per_s": stats["steps_per_s"],
+                                 "diverged": not finite}))
+        print(f"{run.method}, {score.setting}: {rows[-1]['value']}", flush=True)
+    return rows, state.params
+
+
+def meta_sgd_goals(rows: list[dict]) -> None:
+    """Sets `goal_met` of the Meta-SGD rows after 1 step: no worse than MAML's."""
+    one_step = {(r["method"], r["details"]["shots"]): r for r in rows
+                if r["details"]["test_steps"] == 1}
+    for (method, shots), r in one_step.items():
+        maml = one_step.get(("maml", shots))
+        if method == "metasgd" and maml and None not in (r["value"], maml["value"]):
+            r["details"]["goal_met"] = r["value"] <= maml["value"]
 
 
 def main() -> None:
@@ -54,84 +130,42 @@ def main() -> None:
     parser.add_argument("--algos", nargs="+", default=list(ALGOS), choices=ALGOS)
     parser.add_argument("--episodes", type=int, default=600)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--name", default="sinusoid", help="results file name")
     args = parser.parse_args()
     from metajax.allocator import reexec_with_allocator
 
     reexec_with_allocator()  # jemalloc or glibc tunables, as `metajax train` does
     start = time.time()
     rows, params_of = [], {}
-    for shots in args.shots:
-        for algo in args.algos:
-            config = make_config(algo, dataset="sinusoid", shots=shots, steps=args.steps,
-                                 seed=args.seed)
-            sample = sinusoid_sampler(shots, config.queries_)
-            t0 = time.time()
-            with tempfile.TemporaryDirectory() as out:
-                state, stats = train(build_learner(config), make_optimizer(config), sample, None,
-                                     steps=config.steps, meta_batch=config.meta_batch,
-                                     seed=config.seed, out_dir=out, log_every=config.log_every,
-                                     checkpoint_every=config.steps,
-                                     example_task=sample(jax.random.PRNGKey(0)), progress=False)
-            train_s = time.time() - t0
-            params_of[(algo, shots)] = state.params
-            test = sinusoid_sampler(shots, config.test_queries)
-            mse = {}
-            for steps in STEPS:
-                r = evaluate(evaluator(algo, steps, config.inner_lr), state.params, test, None,
-                             args.episodes, seed=config.eval_seed)
-                finite = math.isfinite(r["loss"]) and math.isfinite(r["loss_ci95"])
-                # A learned Meta-SGD step, trained as one step, can diverge when repeated: record
-                # that as divergence (None in the JSON) rather than a NaN in the table.
-                mse[steps] = (r["loss"], r["loss_ci95"]) if finite else (None, None)
-            rows.append({"algo": algo, "shots": shots, "mse": {s: m for s, (m, _) in mse.items()},
-                         "ci95": {s: c for s, (_, c) in mse.items()}, "train_s": train_s,
-                         "steps_per_s": stats["steps_per_s"],
-                         "paper": PAPER.get((algo, shots)),
-                         "paper_metasgd_1step": PAPER_METASGD.get((algo, shots))})
-            print(algo, shots, {s: m if m is None else round(m, 3) for s, (m, _) in mse.items()},
-                  flush=True)
-
-    lines = ["| method | K | MSE 1 step | 5 steps | 10 steps | paper (MAML fig. 3) 1/5/10 | "
-             "Meta-SGD paper, 1 step | train s |", "|---|---|---|---|---|---|---|---|"]
-    for r in rows:
-        paper = "/".join(str(x) for x in r["paper"]) if r["paper"] else "–"
-        cells = " | ".join("diverged" if r["mse"][s] is None else
-                           f"{r['mse'][s]:.3f} ± {r['ci95'][s]:.3f}" for s in STEPS)
-        lines.append(f"| {r['algo']} | {r['shots']} | {cells} | {paper} | "
-                     f"{r['paper_metasgd_1step'] or '–'} | {r['train_s']:.0f} |")
-    if any(m is None for r in rows for m in r["mse"].values()):
-        lines.append("\n\"diverged\": the mean test MSE is not finite. Meta-SGD learns its per-parameter "
-                     "step for the single inner step it is trained with (as in the Meta-SGD paper, "
-                     "which reports 1 step only); repeating that step overshoots on some tasks.")
-    goal = next((r for r in rows if r["algo"] == "maml" and r["shots"] == 5), None)
-    if goal:
-        lines.append(f"\nGoal MAML 5-shot after 10 steps <= 0.5: {goal['mse'][10]:.3f} "
-                     f"({'met' if goal['mse'][10] <= 0.5 else 'NOT met'}).")
-    for shots in sorted({r["shots"] for r in rows}):
-        by = {r["algo"]: r for r in rows if r["shots"] == shots}
-        if "maml" in by and "metasgd" in by and by["metasgd"]["mse"][1] is not None:
-            a, b = by["metasgd"]["mse"][1], by["maml"]["mse"][1]
-            lines.append(f"Goal Meta-SGD no worse than MAML ({shots}-shot, after the 1 step both "
-                         f"are trained with): {a:.3f} vs {b:.3f} ({'met' if a <= b else 'NOT met'}).")
-    table = "\n".join(lines)
-    print(table)
-    plot = plot_curves(params_of, min(args.shots))
-    write_results("sinusoid", {
-        "settings": {"train_steps": args.steps, "meta_batch": 25, "inner_lr": 0.01,
-                     "train_inner_steps": 1, "outer": "adam 1e-3", "test_tasks": args.episodes,
-                     "test_query_points": 100, "network": "MLP 1-40-40-1 ReLU",
-                     "seed": args.seed, "plot": plot},
-        "rows": rows, "machine": machine_info(), "wall_time_s": time.time() - start}, table)
+    for run in (sinusoid_run(algo, shots) for shots in args.shots for algo in args.algos):
+        new, params_of[(run.method, run.overrides["shots"])] = train_and_score(run, args)
+        rows += new
+    meta_sgd_goals(rows)
+    plot = plot_curves(params_of, min(args.shots), f"{args.name}_curves.png")
+    rank = rank_by(ALGOS)
+    write_rows(args.name, rows, key=lambda r: (r["details"]["shots"], rank(r)), started=start,
+               annotate=lambda rows: {"notes": [DIVERGED] if any(
+                   r["details"]["diverged"] for r in rows) else []}, settings={
+        "train_steps": args.steps, "meta_batch": 25, "inner_lr": 0.01, "train_inner_steps": 1,
+        "outer": "adam 1e-3", "test_tasks": args.episodes, "test_query_points": 100,
+        "network": "MLP 1-40-40-1 ReLU", "seed": args.seed, "plot": plot})
 
 
-def plot_curves(params_of: dict, shots: int) -> str | None:
-    """A PNG of one test task: the true curve, the K points, and each method after 10 steps."""
+def plot_curves(params_of: dict, shots: int, name: str) -> str | None:
+    """A PNG of one test task: the true curve, the K points, and each method after 1 and 10
+    steps."""
     try:
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
         return None
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from metajax.data.sinusoid import sinusoid_function, sinusoid_sampler
+
     key = jax.random.PRNGKey(7)
     task = sinusoid_sampler(shots, 200)(key)
     amp, phase = sinusoid_function(key)
@@ -149,8 +183,9 @@ def plot_curves(params_of: dict, shots: int) -> str | None:
     ax.legend(fontsize=7)
     ax.set_title(f"Sinusoid, K={shots}: adapted curves")
     RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / "sinusoid_curves.png"
+    path = RESULTS / name
     fig.savefig(path, dpi=100, bbox_inches="tight")
+    plt.close(fig)
     return str(path.relative_to(RESULTS.parent.parent))
 
 

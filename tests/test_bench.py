@@ -1,5 +1,6 @@
 """metajax.bench, the benchmark machinery: the HLO FLOP count of a matmul, a result written and
-read back (JSON and markdown), and the keys of `machine_info`."""
+read back (JSON and markdown), the reproduction rows' schema (fractions, rendered as percent), and
+the keys of `machine_info`."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import json
 
 import jax
 import jax.numpy as jnp
+import pytest
 
 from metajax.bench import results
 from metajax.bench.flops import hlo_flops
@@ -50,6 +52,47 @@ def test_older_layouts_read_back_unchanged(tmp_path):
         out = tmp_path / "out"
         results.write(results.read(tmp_path / f"{name}.json"), out)
         assert json.loads((out / f"{name}.json").read_text()) == payload
+
+
+def test_reproduction_rows_round_trip_and_render_accuracies_as_percent(tmp_path):
+    machine = {"cpu": "Test CPU", "cpu_count": 2, "jax": "0.0"}
+    common = dict(command="python benchmarks/demo.py", machine=machine, date="2024-01-01 00:00")
+    maml = results.row("maml", "Omniglot 5-way 1-shot", "accuracy", 0.9764, 0.0026, episodes=600,
+                       steps=13000, paper=results.paper(0.987, "Finn et al. 2017, Table 1", 0.004),
+                       goal=0.975, config={"steps": 13000, "meta_batch": 32}, wall_time_s=3026.4,
+                       details={"start_step": 0}, **common)
+    mse = results.row("maml", "sinusoid 5-shot, MSE after 10 steps", "mse", 0.342, 0.038,
+                      goal=0.5, details={"train_time_s": 20.2}, **common)
+    diverged = results.row("metasgd", "sinusoid 5-shot, MSE after 5 steps", "mse", None,
+                           goal="no worse than MAML", details={"diverged": True, "goal_met": False},
+                           command="python benchmarks/earlier.py", date="2023-12-31 00:00")
+    result = results.reproduction("demo", [maml, mse, diverged], notes=["A note."],
+                                  columns={"meta-batch": "meta_batch", "start": "start_step"},
+                                  extra={"verdicts": []}, **common)
+    path = results.write(result, tmp_path)
+    assert results.read(path) == result
+    payload = json.loads(path.read_text())
+    assert payload["schema"] == results.ROWS_SCHEMA and payload["verdicts"] == []
+    assert [tuple(r) for r in payload["rows"]] == [results.ROW_FIELDS] * 3
+    assert payload["rows"][0]["value"] == 0.9764  # a fraction in the file
+    md = (tmp_path / "demo.md").read_text()
+    assert ("| maml | Omniglot 5-way 1-shot | 97.64 ± 0.26 | 98.70 ± 0.40 (Finn et al. 2017, "
+            "Table 1) | >= 97.50: met | 600 | 13000 | 50.4 min | 32 | 0 |") in md
+    assert "| 0.342 ± 0.038 | – | <= 0.500: met |" in md and "| 20 s training |" in md
+    assert "| diverged | – | no worse than MAML: NOT met |" in md
+    assert "A note." in md and "- 2023-12-31 00:00, `python benchmarks/earlier.py`: metasgd" in md
+
+
+def test_rows_refuse_percent_unknown_fields_and_metrics():
+    with pytest.raises(ValueError, match="fractions"):
+        results.row("maml", "Omniglot 5-way 1-shot", "accuracy", 97.64)
+    with pytest.raises(ValueError, match="fractions"):
+        results.row("maml", "Omniglot 5-way 1-shot", "accuracy", 0.9764,
+                    paper=results.paper(98.7, "Finn et al. 2017, Table 1"))
+    with pytest.raises(TypeError, match="details"):
+        results.row("maml", "Omniglot 5-way 1-shot", "accuracy", 0.9764, train_time_s=1.0)
+    with pytest.raises(ValueError, match="metric"):
+        results.row("maml", "Omniglot 5-way 1-shot", "top5", 0.9764)
 
 
 def test_machine_info_has_the_documented_keys():
