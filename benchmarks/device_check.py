@@ -1,4 +1,4 @@
-"""Helpers of `benchmarks/device_check.sh` (issue 35: `maml_speed.py` on a lent GPU in one short,
+"""Helpers of `benchmarks/device_check.sh` (`maml_speed.py` on a lent GPU in one short,
 prepared run). Standard library and numpy only at import (no JAX); `maml_speed` and its report are
 imported from this folder (a script's own folder is on its path).
 

@@ -157,7 +157,7 @@ if [ "$MODE" = real ] && [ "$BACKEND" != gpu ]; then
   say "JAX's backend is '${BACKEND:-none}', not gpu: nothing to measure here (use --dry-run on a CPU)"
   exit 3
 fi
-# the peers timed: learn2learn (the comparison of issue 12) and plain autograd, where importable
+# the peers timed: learn2learn (the peer the speed goal names) and plain autograd, where importable
 PEERS=""
 for p in learn2learn torch; do
   case ",$PEERS_OK," in *",$p,"*) PEERS="$PEERS,$p" ;; esac

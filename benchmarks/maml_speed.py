@@ -1,5 +1,5 @@
 """MAML meta-step speed: metajax against learn2learn, higher, torch.func and plain PyTorch, timed
-side by side in one run (issue 12). Every figure to quote is a ratio from one run on one machine.
+side by side in one run. Every figure to quote is a ratio from one run on one machine.
 
 Each implementation runs in a fresh process per order (same seed, weights and episode, generated
 once with numpy and passed as .npz files; the same allocator settings), is first checked in float64
