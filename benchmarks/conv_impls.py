@@ -5,14 +5,16 @@ speed fall on all alike, the jitted meta-gradient of maml_speed.py's workload A 
 with max-pool, 5-way 1-shot, 15 queries per class, meta-batch 32, inner lr 0.4, one inner step,
 tasks mapped one after another as the library's default does on a CPU):
 
-- `im2col, corner-slice pool`: the max-pool JVP metajax used up to a30cce5, which picked the
+- `im2col, corner-slice pool`: an earlier formulation of the max-pool JVP, which picked the
   tangent among the four corner slices of each window (kept here as the baseline);
-- `im2col` and `winograd`: `Conv4(conv=...)` with the library's current max-pool.
+- `im2col` and `winograd`: `Conv4(conv=...)` with the library's current max-pool;
+- with `--with-xla`, `XLA's convolution` (`Conv4(conv="xla")`), XLA:CPU's own kernel.
 
 Prints the median seconds per step, each variant's ratio to the first (median of per-round
 ratios) and XLA's FLOP count of each compiled step (`metajax.bench.flops`).
 
     python benchmarks/conv_impls.py [--rounds 6] [--orders 1 2]
+    python benchmarks/conv_impls.py --with-xla --orders 1 --rounds 3 --name conv_impls_xla
 """
 
 from __future__ import annotations
@@ -84,12 +86,16 @@ def workload_a(meta_batch: int, seed: int = 0) -> Task:
                 jnp.asarray(rng.random((meta_batch, 75, 28, 28, 1), np.float32)), labels(15), 5)
 
 
-def measure(order: int, rounds: int, meta_batch: int) -> list[dict]:
+# XLA:CPU's own convolution, an order of magnitude slower on this workload: only with --with-xla.
+XLA_VARIANT = ("XLA's convolution", "xla", "mask")
+
+
+def measure(order: int, rounds: int, meta_batch: int, variants=VARIANTS) -> list[dict]:
     tasks = workload_a(meta_batch)
     keys = jax.random.split(jax.random.PRNGKey(0), meta_batch)
     one = jax.tree.map(lambda a: a[0], tasks)
     steps, rows = {}, []
-    for label, conv, pool in VARIANTS:
+    for label, conv, pool in variants:
         learner = maml(Conv4(num_outputs=5, conv=conv), 0.4, 1, first_order=order == 1)
         params = learner.init(jax.random.PRNGKey(1), one)
         fn = jax.jit(lambda p, learner=learner: meta_gradient(learner, p, tasks, keys, "auto"))
@@ -121,10 +127,15 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=6, help="timed steps of each, alternating")
     p.add_argument("--orders", type=int, nargs="+", default=[2, 1], choices=[1, 2])
     p.add_argument("--meta-batch", type=int, default=32)
+    p.add_argument("--with-xla", action="store_true",
+                   help="also time XLA:CPU's own convolution (slow: tens of seconds a step)")
+    p.add_argument("--name", default="conv_impls", help="results file name")
     args = p.parse_args()
+    variants = [*VARIANTS, XLA_VARIANT] if args.with_xla else VARIANTS
     reexec_with_allocator()  # jemalloc or glibc tunables, as `metajax train` does
     t0 = time.time()
-    rows = [r for order in args.orders for r in measure(order, args.rounds, args.meta_batch)]
+    rows = [r for order in args.orders
+            for r in measure(order, args.rounds, args.meta_batch, variants)]
     lines = ["| order | variant | median s/step | min s | time vs first row | XLA GFLOP | "
              "compile s |", "|---|---|---|---|---|---|---|"]
     lines += [f"| {r['order']} | {r['variant']} | {r['median_s']:.3f} | {r['min_s']:.3f} | "
@@ -133,7 +144,7 @@ def main() -> None:
               f"{args.meta_batch}, 1 inner step), jitted meta-gradient, tasks mapped; "
               f"{args.rounds} alternating rounds after one untimed step. 'time vs first row' is "
               "the median of per-round ratios to the first variant of the same order."]
-    report("conv_impls", rows, lines, allocator=current_allocator(), wall_s=time.time() - t0)
+    report(args.name, rows, lines, allocator=current_allocator(), wall_s=time.time() - t0)
 
 
 if __name__ == "__main__":

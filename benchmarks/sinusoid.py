@@ -2,7 +2,8 @@
 MAML, Meta-SGD and the pretrained baseline, at K=5 and K=10, with the papers' numbers beside ours and
 a plot of adapted curves.
 
-Each method is meta-trained with K support and K query points per task, 1 inner step (lr 0.01),
+Each method is meta-trained with K support and K query points per task (K from `--train-shots`
+when given, else the K it is scored at), 1 inner step (lr 0.01),
 meta-batch 25, Adam 1e-3 (`--steps`, paper 70,000); the pretrained network regresses the query
 points of all tasks. At test every method takes 1/5/10 SGD steps (lr 0.01; Meta-SGD its learned
 rates) on K points and is scored on 100 query points per task (600 tasks, seed 12345).
@@ -10,6 +11,8 @@ rates) on K points and is scored on 100 query points per task (600 tasks, seed 1
     python benchmarks/sinusoid.py                  # 70,000 steps per model: about 10 min on 2 cores
     python benchmarks/sinusoid.py --steps 20000    # the committed results (3.4 min, loaded CPU)
     python benchmarks/sinusoid.py --steps 2000     # quick check
+    python benchmarks/sinusoid.py --steps 20000 --train-shots 10 --shots 5 --name sinusoid_k10
+                                                   # the paper's protocol: trained at K=10
 """
 
 from __future__ import annotations
@@ -44,15 +47,20 @@ GOALS = {("maml", 5, 10): 0.5, ("metasgd", 5, 1): META_SGD_GOAL, ("metasgd", 10,
 ALGOS = ("maml", "metasgd", "pretrained")
 
 
-def setting(shots: int, steps: int) -> str:
-    return f"sinusoid {shots}-shot, MSE after {steps} step{'s' if steps > 1 else ''}"
+def setting(shots: int, steps: int, train_shots: int | None = None) -> str:
+    trained = "" if train_shots in (None, shots) else f" (meta-trained at K={train_shots})"
+    return f"sinusoid {shots}-shot{trained}, MSE after {steps} step{'s' if steps > 1 else ''}"
 
 
-def sinusoid_run(algo: str, shots: int) -> Run:
-    """`algo` meta-trained at K = `shots`, scored after each of `STEPS` test steps."""
-    return Run(algo, algo, {"dataset": "sinusoid", "shots": shots}, scores=tuple(
-        Score(setting(shots, n), PAPERS.get((algo, shots, n)), GOALS.get((algo, shots, n)),
-              metric="mse") for n in STEPS))
+def sinusoid_run(algo: str, shots: int, train_shots: int | None = None) -> Run:
+    """`algo` meta-trained at K = `train_shots` (default `shots`), scored at K = `shots` after
+    each of `STEPS` test steps."""
+    overrides = {"dataset": "sinusoid", "shots": shots}
+    if train_shots not in (None, shots):
+        overrides["train_shots"] = train_shots
+    return Run(algo, algo, overrides, scores=tuple(
+        Score(setting(shots, n, train_shots), PAPERS.get((algo, shots, n)),
+              GOALS.get((algo, shots, n)), metric="mse") for n in STEPS))
 
 
 RUNS = tuple(sinusoid_run(algo, shots) for shots in (5, 10) for algo in ALGOS)
@@ -83,7 +91,7 @@ def train_and_score(run: Run, args) -> tuple[list[dict], object]:
     from metajax.training import evaluate, train
 
     config = config_of(run, False, dict(steps=args.steps, seed=args.seed))
-    sample = sinusoid_sampler(config.shots, config.queries_)
+    sample = sinusoid_sampler(config.train_shots_, config.queries_)
     t0 = time.time()
     with tempfile.TemporaryDirectory() as out:
         state, stats = train(build_learner(config), make_optimizer(config), sample, None,
@@ -106,7 +114,8 @@ def train_and_score(run: Run, args) -> tuple[list[dict], object]:
                         steps=config.steps, paper=score.paper, goal=score.goal,
                         config=config.to_dict(), wall_time_s=train_s + time.time() - t0,
                         command=command_line(), machine=machine_info(), date=now(),
-                        details={"shots": config.shots, "test_steps": steps,
+                        details={"shots": config.shots, "train_shots": config.train_shots_,
+                                 "test_steps": steps,
                                  "train_time_s": train_s, "steps_per_s": stats["steps_per_s"],
                                  "diverged": not finite}))
         print(f"{run.method}, {score.setting}: {rows[-1]['value']}", flush=True)
@@ -128,6 +137,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=70000, help="meta-training steps per model")
     parser.add_argument("--shots", type=int, nargs="+", default=[5, 10])
     parser.add_argument("--algos", nargs="+", default=list(ALGOS), choices=ALGOS)
+    parser.add_argument("--train-shots", type=int,
+                        help="meta-train every model at this K and score it at each --shots "
+                             "(the MAML paper's protocol: K=10); default: train at each K")
     parser.add_argument("--episodes", type=int, default=600)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--name", default="sinusoid", help="results file name")
@@ -137,7 +149,8 @@ def main() -> None:
     reexec_with_allocator()  # jemalloc or glibc tunables, as `metajax train` does
     start = time.time()
     rows, params_of = [], {}
-    for run in (sinusoid_run(algo, shots) for shots in args.shots for algo in args.algos):
+    for run in (sinusoid_run(algo, shots, args.train_shots) for shots in args.shots
+                for algo in args.algos):
         new, params_of[(run.method, run.overrides["shots"])] = train_and_score(run, args)
         rows += new
     meta_sgd_goals(rows)
@@ -146,7 +159,8 @@ def main() -> None:
     write_rows(args.name, rows, key=lambda r: (r["details"]["shots"], rank(r)), started=start,
                annotate=lambda rows: {"notes": [DIVERGED] if any(
                    r["details"]["diverged"] for r in rows) else []}, settings={
-        "train_steps": args.steps, "meta_batch": 25, "inner_lr": 0.01, "train_inner_steps": 1,
+        "train_steps": args.steps, "train_shots": args.train_shots, "meta_batch": 25,
+        "inner_lr": 0.01, "train_inner_steps": 1,
         "outer": "adam 1e-3", "test_tasks": args.episodes, "test_query_points": 100,
         "network": "MLP 1-40-40-1 ReLU", "seed": args.seed, "plot": plot})
 

@@ -108,10 +108,16 @@ def test_train_then_eval(tmp_path, capsys):
         assert key in summary, key
     assert summary["algo"] == "protonet" and summary["seed"] == 7 and summary["episodes"] == 20
     assert summary["split"]["split"] == "vinyals" and summary["split"]["characters"]["test"] == 423
-    assert 0.0 <= summary["accuracy"] <= 1.0
     lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert [x["step"] for x in lines if "loss" in x] == [2, 4, 6]
     assert [x["step"] for x in lines if "val_accuracy" in x] == [3, 6]
+    capsys.readouterr()
+
+    # scored again at its own setting, the restored checkpoint gives the summary's score exactly
+    assert main(["eval", str(out), "--no-progress"]) == 0
+    again = json.loads((out / "eval.json").read_text())
+    assert (again["accuracy"], again["ci95"], again["loss"]) == (
+        summary["accuracy"], summary["ci95"], summary["loss"])
     capsys.readouterr()
 
     assert main(["eval", str(out), "--ways", "3", "--episodes", "12", "--no-progress"]) == 0
