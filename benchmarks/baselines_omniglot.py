@@ -1,4 +1,4 @@
-"""Transfer-learning and multi-task baselines on Omniglot 5-way and 20-way 1-shot (issue 8):
+"""Transfer-learning and multi-task baselines on Omniglot 5-way and 20-way 1-shot:
 conv4 pre-trained as a classifier over all training classes, a new head fitted on each test
 episode's support set (linear: `finetune`, cosine: `baseline++`), and `multitask` (a head per
 fixed 5-class training task). 600 test episodes per setting, the same rows as the meta-learners'

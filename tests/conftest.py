@@ -1,5 +1,5 @@
-"""Shared test set-up: the data directory (../shared/data unless METAJAX_DATA_DIR is set) and a
-per-session decode cache, so Omniglot is decoded once per test run."""
+"""Shared test set-up: the data directory (found as the library finds it: `$METAJAX_DATA_DIR`, else
+`./data`) and a per-session decode cache, so Omniglot is decoded once per test run."""
 
 from __future__ import annotations
 
@@ -12,8 +12,6 @@ import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-os.environ.setdefault("METAJAX_DATA_DIR", str(REPO.parent / "shared" / "data"))
-DATA_DIR = Path(os.environ["METAJAX_DATA_DIR"])
 # One persistent XLA compilation cache per test run, shared by the xdist workers and the processes
 # the tests start (CLI runs, notebook kernels): a program compiled again (the same training step in
 # another test or process) is read back instead. Set before any test module imports jax; a fresh
@@ -57,6 +55,15 @@ if "PYTEST_XDIST_WORKER" not in os.environ and not os.environ.get("METAJAX_ALLOC
     os.environ.update(allocator_env(os.environ.get(ENV_VAR, "auto")))
 
 
+# The data directory as `metajax train` resolves it (`$METAJAX_DATA_DIR`, else `./data` under the
+# directory pytest runs in, where README command 1 downloads Omniglot), made absolute and exported
+# so the processes the tests start in other directories read the same files.
+from metajax.data.download import data_dir_from  # noqa: E402
+
+DATA_DIR = data_dir_from(None).resolve()
+os.environ["METAJAX_DATA_DIR"] = str(DATA_DIR)
+
+
 def pytest_unconfigure(config):
     if _OWN_XLA_CACHE is not None:
         shutil.rmtree(_OWN_XLA_CACHE, ignore_errors=True)
@@ -80,8 +87,11 @@ def _session_cache(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
-    zips = DATA_DIR / "omniglot" / "images_background.zip"
-    assert zips.exists(), f"test data missing: {zips} (set METAJAX_DATA_DIR)"
+    """Omniglot's official files in the data directory, downloaded where missing as
+    `metajax train` would; offline, the library's `DataError` says what to put where."""
+    from metajax.data import fetch_omniglot
+
+    fetch_omniglot(DATA_DIR)
     return DATA_DIR
 
 

@@ -1,4 +1,4 @@
-"""`benchmarks/device_check.sh --dry-run`: the GPU check of issue 35 rehearsed on the CPU. Every
+"""`benchmarks/device_check.sh --dry-run`: the GPU check rehearsed on the CPU. Every
 planned `maml_speed.py` command is validated by maml_speed's own parser, and workload B runs end to
 end at tiny sizes through both phases (float64 check and compile in parallel into a shared
 compilation cache, then the timed run reading its step back, the checks merged into its results)."""
@@ -11,9 +11,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow
 def test_device_check_dry_run(tmp_path):
     results, out = tmp_path / "results", tmp_path / "out"
     env = {**os.environ, "OUT": str(out), "PYTHON": sys.executable,

@@ -4,6 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import pytest
 from conftest import coded_images
 
 from metajax.data.episodes import episode_sampler
@@ -67,6 +68,7 @@ def test_predictions_and_full_context_embeddings():
     assert all(np.isfinite(g).all() for g in jax.tree.leaves(grads))
 
 
+@pytest.mark.slow
 def test_matching_net_learns_omniglot_well_above_chance(omniglot28, tmp_path):
     train_chars = jnp.asarray(omniglot28.images[:300, :, :, :, None])  # background characters
     test_chars = jnp.asarray(omniglot28.images[-200:, :, :, :, None])  # evaluation characters

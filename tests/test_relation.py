@@ -74,6 +74,7 @@ def test_class_feature_map_is_the_sum_over_shots():
                                learner.predict(params, task, None), rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_relation_net_learns_omniglot_well_above_chance(omniglot28, tmp_path):
     train_chars = jnp.asarray(omniglot28.images[:300, :, :, :, None])  # background characters
     test_chars = jnp.asarray(omniglot28.images[-200:, :, :, :, None])  # evaluation characters

@@ -100,6 +100,7 @@ def test_episode_scores_are_the_best_pair_logit_per_class():
     assert learner.predict(params, task, None).shape == (6, 3)
 
 
+@pytest.mark.slow
 def test_siamese_learns_omniglot_well_above_chance(omniglot28, tmp_path):
     train_chars = jnp.asarray(omniglot28.images[:300, :, :, :, None])  # background characters
     test_chars = jnp.asarray(omniglot28.images[-200:, :, :, :, None])  # evaluation characters

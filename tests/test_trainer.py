@@ -89,7 +89,6 @@ def _cli(out, steps, *extra):
             "--steps", str(steps), "--checkpoint-every", "3", *TINY, *extra]
 
 
-@pytest.mark.slow
 def test_resume_after_sigkill_matches_uninterrupted_run(tmp_path):
     steps = 14
     log = open(tmp_path / "full.log", "wb")  # noqa: SIM115 - closed below
@@ -143,7 +142,6 @@ MULTI_DEVICE = textwrap.dedent("""
 """)
 
 
-@pytest.mark.slow
 def test_four_devices_give_the_same_parameters_as_one():
     env = with_xla_flag("--xla_force_host_platform_device_count=4")
     out = subprocess.run([sys.executable, "-c", MULTI_DEVICE], env=env, capture_output=True,

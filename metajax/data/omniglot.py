@@ -91,6 +91,21 @@ def _zip_path(data_dir, part: str, download_missing: bool) -> Path:
     return path
 
 
+def fetch_omniglot(data_dir=None, download_missing: bool = True) -> Path:
+    """Makes sure `DATA/omniglot/` holds the two official zips and the Vinyals split files,
+    downloading the missing ones (the same files `metajax train` fetches), and returns that folder.
+    Run it once online to prepare a folder for offline use.
+
+    Raises:
+      DataError: a file is missing and cannot be downloaded; the message says what to put where.
+    """
+    for part in ZIPS:
+        _zip_path(data_dir, part, download_missing)
+    for part in ("train", "val", "test"):
+        _read_vinyals(data_dir, part, download_missing)
+    return omniglot_dir(data_dir)
+
+
 def open_zip(path) -> zipfile.ZipFile:
     """The official zip at `path`, or a `DataError` saying it is truncated or corrupt."""
     try:
