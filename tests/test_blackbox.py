@@ -69,20 +69,46 @@ def test_episode_blackbox_refuses_other_ways():
         jax.eval_shape(learner.predict, params, _task(jax.random.PRNGKey(1), ways=4), None)
 
 
+def _shapes(tree):
+    return jax.tree.map(lambda x: x.shape, tree)
+
+
+def _random_like(abstract, rng):
+    """Random parameters shaped like `abstract`, scaled by fan-in (no compiled `init` needed)."""
+    return jax.tree.map(lambda s: (rng.normal(size=s.shape) / np.sqrt(np.prod(s.shape[:-1]))
+                                   ).astype(np.float32), abstract)
+
+
 def test_registry_protocols():
-    task = _task(jax.random.PRNGKey(0), ways=5, shots=1, queries=1, size=28)
-    for algo in ("lstm", "feedforward", "snail"):
+    # each name builds its own network (its parameters are that network's: same layers, same
+    # shapes) and the network behaves as such: the mean embedding ignores the order of the
+    # support set, the LSTM and SNAIL read it as a sequence
+    task = _task(jax.random.PRNGKey(0), ways=5, shots=1, queries=1, size=16)
+    perm = jnp.array([3, 0, 4, 1, 2])
+    shuffled = task.replace(support_x=task.support_x[perm], support_y=task.support_y[perm])
+    nets = {"lstm": LSTMBlackBox(Conv4(width=4), 5), "feedforward":
+            MeanEmbeddingBlackBox(Conv4(width=4), 5), "snail": SNAIL(Conv4(width=4), 5)}
+    rng = np.random.default_rng(0)
+    for algo, net in nets.items():
         config = make_config(algo, protocol="episodes", width=4)
         assert not config.sequence_protocol and config.image_size == 28
         learner = build_learner(config)
-        params = jax.eval_shape(learner.init, jax.random.PRNGKey(0), task)
-        assert jax.eval_shape(learner.predict, params, task, None).shape == (5, 5)
+        abstract = jax.eval_shape(learner.init, jax.random.PRNGKey(0), task)
+        assert _shapes(abstract) == _shapes(jax.eval_shape(
+            net.init, jax.random.PRNGKey(0), task.support_x, task.support_y, task.query_x)), algo
+        params = _random_like(abstract, rng)
+        predict = jax.jit(learner.predict)
+        a, b = predict(params, task, None), predict(params, shuffled, None)
+        assert a.shape == (5, 5)
+        order_free = np.allclose(a, b, rtol=1e-4, atol=1e-4)
+        assert order_free == (algo == "feedforward"), (algo, np.abs(a - b).max())
     with pytest.raises(ValueError, match="snail runs on protocol episodes"):
         make_config("snail", protocol="sequence")
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("name", ["lstm", "feedforward", "snail"])
+# SNAIL in the default tier, the other two in the long one
+@pytest.mark.parametrize("name", [pytest.param("lstm", marks=pytest.mark.slow),
+                                  pytest.param("feedforward", marks=pytest.mark.slow), "snail"])
 def test_blackbox_short_real_run_above_chance(name, tmp_path, data_dir):
     # 5-way 1-shot Omniglot (28 px), small networks, 200 steps of 4 episodes; chance is 0.2
     config = make_config(name, protocol="episodes",

@@ -184,12 +184,30 @@ def test_sequence_protocol_config_and_learners():
         make_config("protonet", protocol="sequence")
     with pytest.raises(ValueError, match="cannot be evaluated at ways=20"):
         build_learner(config, ways=20, phase="test")
+    # each name builds its own cell, told apart by behaviour: the feed-forward net is stateless
+    # (the same steps in another order give the same answers, reordered); only MANN answers from
+    # an external memory (with the controller's own path to the output cut, its answers still
+    # change from step to step, through what it reads back)
+    episode = sequence_sampler(5, 2)(jax.random.PRNGKey(0), coded_images(6, 20))
+    order = np.random.default_rng(0).permutation(10)
+    reordered = jax.tree.map(lambda a: a[order], episode)  # each step keeps its own inputs
+    rng, hidden = np.random.default_rng(1), 8
     for algo in ("mann", "lstm", "feedforward"):
         memory = {"memory_slots": 8} if algo == "mann" else {}
-        learner = build_learner(make_config(algo, width=8, **memory))
-        episode = sample_sequence(jax.random.PRNGKey(0), coded_images(6, 20), 5, 10)
-        params = learner.init(jax.random.PRNGKey(0), episode)
-        assert learner.predict(params, episode, None).shape == (50, 5)
+        learner = build_learner(make_config(algo, width=hidden, **memory))
+        # random parameters, scaled by fan-in: no compiled `init` needed
+        params = jax.tree.map(
+            lambda s: (rng.normal(size=s.shape) / np.sqrt(np.prod(s.shape[:-1]))).astype(
+                np.float32),
+            jax.eval_shape(learner.init, jax.random.PRNGKey(0), episode))
+        predict = jax.jit(learner.predict)
+        logits = np.asarray(predict(params, episode, None))
+        assert logits.shape == (10, 5)
+        stateless = np.allclose(predict(params, reordered, None), logits[order], atol=1e-6)
+        params["params"]["output"]["kernel"][:hidden] = 0  # the controller's (hidden layer's)
+        reads_memory = np.ptp(np.asarray(predict(params, episode, None)), axis=0).max()
+        assert (stateless, reads_memory > 1e-4) == (algo == "feedforward", algo == "mann"), (
+            algo, reads_memory)
     result = {"accuracy": 0.5, "accuracy_1": 0.2, "accuracy_1_ci95": 0.01, "accuracy_2": 0.7,
               "accuracy_2_ci95": 0.02, "accuracy_10": 0.9, "accuracy_10_ci95": 0.03}
     out = sequence_result(result, config)

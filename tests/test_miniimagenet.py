@@ -62,6 +62,31 @@ def test_loader_errors_say_what_is_missing(tmp_path):
         load_miniimagenet(16, data_dir=tmp_path, cache_dir=tmp_path / "cache")
 
 
+def _decoded(images) -> list[tuple[int, int]]:
+    """(class, image) of each solid-colour picture of `images [B, H, W, 3]` (floats in [0, 1]),
+    read back from its colour, which must be `_colour(class, image)` (JPEG: +-3)."""
+    rgb = np.asarray(images).reshape(len(images), -1, 3).mean(axis=1) * 255
+    codes = [(round((r - 10) / 30), round((g - 20) / 40)) for r, g, _ in rgb]
+    for colour, code in zip(rgb, codes, strict=True):
+        np.testing.assert_allclose(colour, _colour(*code), atol=3)
+    return codes
+
+
+def _check_episode(task, classes: set[int], shots: int, queries: int) -> None:
+    """Images of `classes` only; one class per label, the same in the support and query sets;
+    `shots` support and `queries` query images of each, all different images."""
+    support, query = _decoded(task.support_x), _decoded(task.query_x)
+    class_of = {}
+    for (c, _), label in zip(support + query, np.r_[task.support_y, task.query_y], strict=True):
+        assert c in classes, (c, classes)
+        assert class_of.setdefault(int(label), c) == c, (label, c, class_of)
+    assert len(set(class_of.values())) == len(class_of) == task.num_classes  # distinct classes
+    assert sorted(np.bincount(task.support_y)) == [shots] * task.num_classes
+    assert sorted(np.bincount(task.query_y)) == [queries] * task.num_classes
+    # no image drawn twice: in particular no query image is a support image of its class
+    assert len(set(support + query)) == len(support) + len(query)
+
+
 def test_dataset_flag_feeds_episodes_from_the_loader(tmp_path, monkeypatch):
     monkeypatch.setenv("METAJAX_CACHE_DIR", str(tmp_path / "cache"))
     _build(tmp_path / "miniimagenet", size=84)
@@ -70,5 +95,9 @@ def test_dataset_flag_feeds_episodes_from_the_loader(tmp_path, monkeypatch):
     assert (config.image_size, config.split) == (84, "ravi")
     sources, info = task_sources(config)
     assert info["split"] == "ravi" and sources["test"].data.shape == (3, PER_CLASS, 84, 84, 3)
-    task = sources["test"].sample(jax.random.PRNGKey(0), sources["test"].data)
-    assert task.support_x.shape == (2, 84, 84, 3) and task.query_x.shape == (4, 84, 84, 3)
+    test = sources["test"]
+    for seed in range(3):
+        task = test.sample(jax.random.PRNGKey(seed), test.data)
+        assert task.support_x.shape == (2, 84, 84, 3) and task.query_x.shape == (4, 84, 84, 3)
+        # the fixture's classes are numbered in csv order: train 0-2, val 3-4, test 5-7
+        _check_episode(task, {5, 6, 7}, shots=1, queries=2)
