@@ -95,6 +95,14 @@ class MetaSGDConfig(MamlConfig):
 
 
 @dataclass(frozen=True)
+class ProtoMamlConfig(MamlConfig):
+    """ProtoMAML: MAML whose output layer starts from each task's class prototypes."""
+
+    first_order: bool = setting(False, "drop second derivatives of the inner loop (the gradient "
+                                       "through the prototypes is kept)")
+
+
+@dataclass(frozen=True)
 class ReptileConfig:
     """Reptile: inner Adam steps on mini-batches; the update moves towards the adapted weights."""
 
@@ -226,6 +234,7 @@ class BaselineConfig:
 # algorithm -> its settings class (the registry of the application adds the learner builders)
 ALGO_SETTINGS: dict[str, type] = {
     "maml": MamlConfig, "fomaml": MamlConfig, "anil": MamlConfig, "metasgd": MetaSGDConfig,
+    "protomaml": ProtoMamlConfig,
     "reptile": ReptileConfig, "pretrained": PretrainedConfig,
     "protonet": ProtoNetConfig, "relation": RelationConfig, "matching": MatchingConfig,
     "siamese": SiameseConfig,
@@ -377,7 +386,7 @@ _MAML_FULL = dict(split="maml", downsample="stride", queries=0, inner_lr=0.4, in
                   eval_episodes=600, task_map="auto")
 # Finn et al., 20-way Omniglot: 5 inner steps with lr 0.1, meta-batch 16 (applied when ways >= 20).
 MAML_FULL_20WAY = dict(inner_lr=0.1, inner_steps=5, test_inner_steps=5, meta_batch=16)
-for _algo in ("maml", "fomaml", "metasgd", "anil"):
+for _algo in ("maml", "fomaml", "metasgd", "anil", "protomaml"):
     ALGO_DEFAULTS[_algo] = (dict(_MAML_CPU), dict(_MAML_FULL))
 # Reptile (Nichol et al., Omniglot): 5 inner Adam (b1=0) steps of lr 1e-3 on batches of 10 drawn from
 # 10 examples per class (5 shots + 5 queries), meta step 1.0 annealed linearly to 0 (SGD), meta-batch

@@ -28,6 +28,7 @@ from metajax.learners import (
     metasgd,
     pretrain_learner,
     pretrained,
+    protomaml,
     protonet,
     relation_net,
     reptile,
@@ -83,6 +84,14 @@ def _anil(config: Config, ways: int, shots: int, phase: str = "train") -> Learne
     del shots
     network, loss = _network(config, ways, phase)
     return anil(network, config.inner_lr, _steps(config, phase), remat=config.remat, loss=loss)
+
+
+def _protomaml(config: Config, ways: int, shots: int, phase: str = "train") -> Learner:
+    """Conv4's features as the embedding; the output layer comes from each task's prototypes, so
+    any number of ways can be evaluated."""
+    del ways, shots
+    return protomaml(Conv4(width=config.width, downsample=config.downsample), config.inner_lr,
+                     _steps(config, phase), first_order=config.first_order, remat=config.remat)
 
 
 def _reptile(config: Config, ways: int, shots: int, phase: str = "train",
@@ -225,6 +234,7 @@ LEARNERS: dict[str, Callable[..., Learner]] = {
     "fomaml": _maml,
     "metasgd": _metasgd,
     "anil": _anil,
+    "protomaml": _protomaml,
     "reptile": _reptile,
     "pretrained": _pretrained,
     "siamese": _siamese,

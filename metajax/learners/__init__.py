@@ -31,6 +31,7 @@ from metajax.learners.maml import (
     sgd_step,
 )
 from metajax.learners.matching import MatchingNet, matching_net
+from metajax.learners.protomaml import protomaml, prototype_head
 from metajax.learners.protonet import protonet, prototypes, squared_distances
 from metajax.learners.relation import RelationNet, relation_net
 from metajax.learners.siamese import KochEmbedding, SiameseNet, SmallSiameseEmbedding, siamese
@@ -46,6 +47,6 @@ __all__ = [
     "SmallSiameseEmbedding", "accuracy_by_instance", "anil", "class_batch_sampler",
     "concept_sampler", "deml", "episode_blackbox", "finetune_learner", "fomaml", "inner_loop",
     "inner_loop_with_state", "instance_accuracies", "maml", "matching_net", "metasgd",
-    "pretrain_learner", "pretrained", "protonet", "prototypes", "relation_net", "reptile",
-    "sequence_learner", "sgd_step", "siamese", "squared_distances",
+    "pretrain_learner", "pretrained", "protomaml", "protonet", "prototype_head", "prototypes",
+    "relation_net", "reptile", "sequence_learner", "sgd_step", "siamese", "squared_distances",
 ]
