@@ -74,8 +74,8 @@ def test_class_batch_sampler_labels_and_fixed_tasks():
     assert len(set(groups.values())) == len(groups)  # fixed tasks partition the classes
 
 
-# finetune: the same code with a linear head
-@pytest.mark.parametrize("algo", [pytest.param("baseline++", marks=pytest.mark.slow), "multitask"])
+@pytest.mark.slow
+@pytest.mark.parametrize("algo", ["baseline++", "multitask"])  # finetune: same code, linear head
 def test_baselines_learn_omniglot_above_chance(algo, tmp_path, data_dir):
     config = make_config(algo, ways=5, shots=1, steps=60, width=32, batch_size=64,
                          val_every=0, eval_episodes=50, data_dir=str(data_dir))

@@ -106,9 +106,8 @@ def test_registry_protocols():
         make_config("snail", protocol="sequence")
 
 
-# SNAIL in the default tier, the other two in the long one
-@pytest.mark.parametrize("name", [pytest.param("lstm", marks=pytest.mark.slow),
-                                  pytest.param("feedforward", marks=pytest.mark.slow), "snail"])
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["lstm", "feedforward", "snail"])
 def test_blackbox_short_real_run_above_chance(name, tmp_path, data_dir):
     # 5-way 1-shot Omniglot (28 px), small networks, 200 steps of 4 episodes; chance is 0.2
     config = make_config(name, protocol="episodes",

@@ -114,6 +114,7 @@ def test_registry_builds_deml_and_its_sampler_from_the_config():
         build_learner(config, ways=20, phase="test")
 
 
+@pytest.mark.slow
 def test_deml_learns_omniglot_well_above_chance(omniglot28, tmp_path):
     train_chars = jnp.asarray(omniglot28.images[:300, :, :, :, None])  # background characters
     test_chars = jnp.asarray(omniglot28.images[-200:, :, :, :, None])  # evaluation characters
