@@ -24,7 +24,7 @@ COLUMNS = ("method", "setting", "ours", "paper", "goal", "steps", "episodes", "w
            "machine")
 # speed, memory and sizing measurements: their own layouts, linked
 OTHER = ("maml_speed", "maml_compile_memory", "sampling_share", "relation_speed",
-         "regression_speed", "conv_impls")
+         "regression_speed", "conv_impls", "suite_time")
 
 
 def _machine(m: dict | None) -> str:
@@ -43,7 +43,8 @@ def _portable(command: str) -> str:
 
 
 def is_other(stem: str) -> bool:
-    """Speed and memory files, and `*_timing` sizing runs (a few steps each: not accuracies)."""
+    """Speed and memory files (the test suite's time among them), and `*_timing` sizing runs (a
+    few steps each: not accuracies)."""
     return stem.startswith(OTHER) or stem.endswith("_timing")
 
 

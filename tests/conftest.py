@@ -29,12 +29,12 @@ if (os.environ.get("METAJAX_TEST_XLA_CACHE", "1") != "0"
 
 
 # The suite is bound by XLA compiling, so the tests compile for short runs: LLVM at optimisation
-# level 1 (its default level is for long runs), which took less CPU time on compile- and
-# compute-bound tests alike; numerics are unchanged up to rounding. XLA:CPU's code generators stay
-# the ones users get: without its fusion emitters the suite compiled faster, but the float64
-# second-order gradient of the reference MAML in test_maml_speed.py came out wrong. Set before any
-# test module imports jax; the workers and the processes the tests start inherit it.
-# METAJAX_TEST_XLA_OPT=default leaves XLA's settings alone.
+# level 1 (its default level is for long runs) and XLA:CPU's loop emitters instead of its newer
+# fusion emitters, which compile more slowly. Both took less CPU time on compile- and compute-bound
+# tests alike (`benchmarks/results/suite_time.md`); numerics are the same up to rounding, except
+# where XLA:CPU miscompiles (test_maml_speed.py's reference max-pool says where it did).
+# Set before any test module imports jax; the workers and the processes the tests start inherit
+# them. METAJAX_TEST_XLA_OPT=default runs the tests with XLA's own settings, as users compile.
 def with_xla_flag(flag: str) -> dict:
     """This process's environment with `flag` appended to `XLA_FLAGS` (a later flag wins)."""
     return {**os.environ, "XLA_FLAGS": f"{os.environ.get('XLA_FLAGS', '')} {flag}".strip()}
@@ -43,6 +43,9 @@ def with_xla_flag(flag: str) -> dict:
 if (os.environ.get("METAJAX_TEST_XLA_OPT", "1") != "default"
         and "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", "")):
     os.environ["XLA_FLAGS"] = with_xla_flag("--xla_backend_optimization_level=1")["XLA_FLAGS"]
+if (os.environ.get("METAJAX_TEST_XLA_OPT", "1") != "default"
+        and "xla_cpu_use_fusion_emitters" not in os.environ.get("XLA_FLAGS", "")):
+    os.environ["XLA_FLAGS"] = with_xla_flag("--xla_cpu_use_fusion_emitters=false")["XLA_FLAGS"]
 
 
 # The processes the tests run in (xdist workers, notebook kernels; CLI runs re-execute with it
