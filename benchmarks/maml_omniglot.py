@@ -1,5 +1,5 @@
-"""MAML, first-order MAML, Meta-SGD, ANIL and Reptile on Omniglot 5-way 1-shot: test accuracy over
-600 episodes with 95% CI, the papers' numbers beside ours.
+"""MAML, first-order MAML, Meta-SGD, ANIL, Reptile and ProtoMAML on Omniglot 5-way 1-shot: test
+accuracy over 600 episodes with 95% CI, the papers' numbers beside ours.
 
 Each method runs `metajax train ALGO` with its CPU defaults (`metajax/config.py`: MAML family
 meta-batch 32, 13,000 steps, 1 inner step of lr 0.4 at training and 3 at test, stride-2 conv4 of
@@ -33,6 +33,8 @@ PAPERS = (
     ("anil", paper(None, "Raghu et al. 2020", note="20-way 1-shot only: 96.2 ± 0.5, ± one std")),
     ("reptile", paper(0.9768, "Nichol et al. 2018", 0.0004,
                       note="with transduction; without: 95.39 ± 0.09")),
+    ("protomaml", paper(None, "Triantafillou et al. 2020",
+                        note="Meta-Dataset only, no Omniglot N-way figure; goal: above MAML")),
 )
 RUNS = tuple(Run(algo, algo, {"ways": 5, "shots": 1}, scores=(omniglot(5, 1, figure),))
              for algo, figure in PAPERS)
