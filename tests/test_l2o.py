@@ -173,6 +173,7 @@ def test_save_load_round_trip(tmp_path):
         load_lstm_optimizer(tmp_path / "missing.msgpack")
 
 
+@pytest.mark.slow
 def test_train_l2o_command_writes_summary(tmp_path, capsys):
     from metajax.cli import main
 

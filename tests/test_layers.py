@@ -44,6 +44,7 @@ def _xla_conv(x, kernel):
                                         dimension_numbers=("NHWC", "HWIO", "NHWC"))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("shape", [(1, 7, 6, 2), (2, 5, 3, 1), (1, 1, 1, 2)])
 def test_conv_winograd_equals_xla_convolution_to_second_order(shape):
     kx, kk, kv = jax.random.split(jax.random.PRNGKey(10), 3)
@@ -134,7 +135,7 @@ def test_max_pool_forward_mode_and_second_order_match_finite_differences():
     chex.assert_trees_all_close(hvp, fd, rtol=1e-6, atol=1e-8)
 
 
-@pytest.mark.parametrize("conv", ["im2col", "winograd"])
+@pytest.mark.parametrize("conv", ["im2col", pytest.param("winograd", marks=pytest.mark.slow)])
 def test_conv4_gradient_is_the_same_jitted_and_eager_and_as_with_xla_convolutions(conv):
     x = jax.random.normal(jax.random.PRNGKey(7), (4, 28, 28, 1), jnp.float64)
     net = Conv4(width=8, num_outputs=5, conv=conv)

@@ -82,6 +82,7 @@ def flat(tree: dict, keys) -> np.ndarray:
     return np.concatenate([np.ravel(np.asarray(tree[k])) for k in keys])
 
 
+@pytest.mark.slow
 def test_dump_layout(dump):
     params, episode, grads = (load(dump / f) for f in ("params.npz", "episode.npz", "grads.npz"))
     expected = {f"Conv_{i}/{n}" for i in range(4) for n in ("kernel", "bias")}
@@ -105,6 +106,7 @@ def test_dump_layout(dump):
         assert grads[f"order2/{k}"].dtype == np.float64
 
 
+@pytest.mark.slow
 def test_dump_against_finite_differences(dump):
     """The dump's meta-losses equal the independent forward's, and its gradients' projections on
     random directions equal central differences of the independent float64 meta-losses (order 2:
@@ -138,6 +140,7 @@ def test_dump_against_finite_differences(dump):
             assert abs(g1 - g2) > 1e-3 * abs(g2)
 
 
+@pytest.mark.slow
 def test_dump_matches_independent_float64_gradient(dump):
     """The whole flattened gradient against the independent implementation's autodiff (goal:
     1e-9 relative). The reference max-pools with `lax.reduce_window` and loops over the tasks in

@@ -238,6 +238,7 @@ def test_mann_short_real_run_is_clearly_above_chance(tmp_path, data_dir):
     assert result["accuracy"] > 0.42, result
 
 
+@pytest.mark.slow
 def test_cli_train_then_eval_mann_writes_accuracy_by_instance(tmp_path, capsys, data_dir):
     from metajax.cli import main
 

@@ -129,6 +129,7 @@ def test_clear_errors_for_missing_or_malformed_runs(runs_fixture, tmp_path):
         load_runs(bad)
 
 
+@pytest.mark.slow
 def test_eval_runs_cli(runs_fixture, tmp_path, capsys):
     _, zipped, _ = runs_fixture
     out = tmp_path / "run"

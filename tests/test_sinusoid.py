@@ -7,6 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import pytest
 
 from metajax.cli import main
 from metajax.data.sinusoid import sample_sinusoid, sinusoid_function, sinusoid_sampler
@@ -47,6 +48,7 @@ def test_maml_learns_sinusoids_and_adapts_better_with_more_steps(tmp_path):
     assert after["loss"] < 1.5 and after["loss"] < 0.5 * before["loss"], after
 
 
+@pytest.mark.slow
 def test_cli_trains_maml_metasgd_and_pretrained_on_sinusoids(tmp_path, capsys):
     for algo in ("maml", "metasgd", "pretrained"):
         out = tmp_path / algo
