@@ -103,6 +103,18 @@ class ProtoMamlConfig(MamlConfig):
 
 
 @dataclass(frozen=True)
+class ImamlConfig(MamlConfig):
+    """iMAML: the inner problem is proximal (`proximal_lambda`), solved by `inner_steps` gradient
+    steps; the meta-gradient is implicit (`cg_steps` conjugate-gradient iterations)."""
+
+    proximal_lambda: float = setting(2.0, "lambda of the inner problem's proximal term")
+    cg_steps: int = setting(5, "conjugate-gradient iterations of the implicit meta-gradient")
+    cg_damping: float = setting(1.0, "damping of that linear system: ((1 + d) I + H/lambda)")
+    test_proximal_lambda: float = setting(0.0, "lambda at evaluation (0: plain gradient descent "
+                                          "from the meta-parameters, as the authors evaluate)")
+
+
+@dataclass(frozen=True)
 class ReptileConfig:
     """Reptile: inner Adam steps on mini-batches; the update moves towards the adapted weights."""
 
@@ -132,6 +144,25 @@ class ProtoNetConfig:
     """Prototypical Networks over conv4."""
 
     width: int = setting(64, "filters per conv layer")
+
+
+@dataclass(frozen=True)
+class R2D2Config(ProtoNetConfig):
+    """R2D2: conv4 features and a ridge-regression head per task; the regulariser, the logits'
+    scale and bias are meta-learned from the starting values here."""
+
+    ridge_lambda: float = setting(50.0, "ridge regulariser (R2D2: its starting value)")
+    logit_scale: float = setting(10.0, "the logits' starting scale")
+
+
+@dataclass(frozen=True)
+class MetaOptNetConfig(R2D2Config):
+    """MetaOptNet: conv4 features and a multiclass SVM (or ridge) head per task; the logits'
+    scale is meta-learned."""
+
+    head: str = setting("svm", "MetaOptNet's head", ("svm", "ridge"))
+    svm_c: float = setting(0.1, "the SVM's C (--head svm)")
+    svm_iterations: int = setting(100, "FISTA iterations of the SVM dual (--head svm)")
 
 
 @dataclass(frozen=True)
@@ -234,7 +265,8 @@ class BaselineConfig:
 # algorithm -> its settings class (the registry of the application adds the learner builders)
 ALGO_SETTINGS: dict[str, type] = {
     "maml": MamlConfig, "fomaml": MamlConfig, "anil": MamlConfig, "metasgd": MetaSGDConfig,
-    "protomaml": ProtoMamlConfig,
+    "protomaml": ProtoMamlConfig, "imaml": ImamlConfig,
+    "r2d2": R2D2Config, "metaoptnet": MetaOptNetConfig,
     "reptile": ReptileConfig, "pretrained": PretrainedConfig,
     "protonet": ProtoNetConfig, "relation": RelationConfig, "matching": MatchingConfig,
     "siamese": SiameseConfig,
@@ -343,6 +375,14 @@ ALGO_DEFAULTS: dict[str, tuple[dict, dict]] = {
         # Snell et al.: 60-way training, 5 queries, Adam 1e-3 halved every 2000 episodes.
         dict(train_ways=60, queries=5, steps=20000, lr_decay_every=2000, split="vinyals"),
     ),
+    # R2D2 and MetaOptNet at ProtoNets' CPU settings (30-way training episodes, 5 queries).
+    "r2d2": (dict(train_ways=30, queries=5, steps=3000, lr_decay_every=1000, split="vinyals"),
+             # Bertinetto et al.: 60-way training episodes on Omniglot (their Table 1 setting).
+             dict(train_ways=60, queries=5, steps=20000, lr_decay_every=2000, split="vinyals")),
+    "metaoptnet": (dict(train_ways=30, queries=5, steps=3000, lr_decay_every=1000,
+                        split="vinyals", logit_scale=1.0),
+                   dict(train_ways=60, queries=5, steps=20000, lr_decay_every=2000,
+                        split="vinyals", logit_scale=1.0)),
     "siamese": (
         # 28x28 twins (conv4 + dense sigmoid), balanced pairs from the Vinyals training classes.
         dict(image_size=28, pairs=64, steps=3000, lr_decay_every=1000, split="vinyals"),
@@ -388,6 +428,13 @@ _MAML_FULL = dict(split="maml", downsample="stride", queries=0, inner_lr=0.4, in
 MAML_FULL_20WAY = dict(inner_lr=0.1, inner_steps=5, test_inner_steps=5, meta_batch=16)
 for _algo in ("maml", "fomaml", "metasgd", "anil", "protomaml"):
     ALGO_DEFAULTS[_algo] = (dict(_MAML_CPU), dict(_MAML_FULL))
+# iMAML (Rajeswaran et al. 2019; the authors' Omniglot example): 16 gradient steps of lr 0.1 on
+# the proximal problem with lambda 2, 5 CG steps with damping 1, meta-batch 32, Adam 1e-3, 20,000+
+# meta-steps; evaluated by 16 plain gradient steps (lambda 0). MAML's conv4 (stride 2) and split.
+_IMAML = dict(split="maml", downsample="stride", queries=0, inner_lr=0.1, inner_steps=16,
+              test_inner_steps=16, proximal_lambda=2.0, cg_steps=5, cg_damping=1.0, meta_batch=32,
+              lr=1e-3, val_every=1000, eval_episodes=600, task_map="auto")
+ALGO_DEFAULTS["imaml"] = (dict(_IMAML, steps=2000), dict(_IMAML, steps=20000))
 # Reptile (Nichol et al., Omniglot): 5 inner Adam (b1=0) steps of lr 1e-3 on batches of 10 drawn from
 # 10 examples per class (5 shots + 5 queries), meta step 1.0 annealed linearly to 0 (SGD), meta-batch
 # 5, 100,000 iterations; 50 inner steps on the support set at test. As in the authors' code, the

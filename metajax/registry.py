@@ -3,12 +3,13 @@ trained on N-way episodes, its training sampler) from a run's `Config`."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from typing import NamedTuple
 
 import flax.linen as nn
 
-from metajax.config import ALGO_SETTINGS, Config
+from metajax.config import ALGO_SETTINGS, Config, MetaOptNetConfig
 from metajax.data.pairs import check_pairs_shape, pair_sampler
 from metajax.data.sequences import label_size
 from metajax.learners import (
@@ -23,13 +24,16 @@ from metajax.learners import (
     deml,
     episode_blackbox,
     finetune_learner,
+    imaml,
     maml,
     matching_net,
+    metaoptnet,
     metasgd,
     pretrain_learner,
     pretrained,
     protomaml,
     protonet,
+    r2d2,
     relation_net,
     reptile,
     sequence_learner,
@@ -92,6 +96,37 @@ def _protomaml(config: Config, ways: int, shots: int, phase: str = "train") -> L
     del ways, shots
     return protomaml(Conv4(width=config.width, downsample=config.downsample), config.inner_lr,
                      _steps(config, phase), first_order=config.first_order, remat=config.remat)
+
+
+def _imaml(config: Config, ways: int, shots: int, phase: str = "train") -> Learner:
+    """iMAML; evaluated by plain gradient descent when `test_proximal_lambda` is 0."""
+    del shots
+    network, loss = _network(config, ways, phase)
+    if phase == "test" and config.test_proximal_lambda == 0:
+        return maml(network, config.inner_lr, _steps(config, phase), first_order=True, loss=loss)
+    lam = config.proximal_lambda if phase == "train" else config.test_proximal_lambda
+    return imaml(network, config.inner_lr, _steps(config, phase), lam=lam,
+                 cg_steps=config.cg_steps, cg_damping=config.cg_damping, loss=loss)
+
+
+def _r2d2(config: Config, ways: int, shots: int, phase: str = "train") -> Learner:
+    del ways, shots, phase
+    return r2d2(Conv4(width=config.width), lam=config.ridge_lambda, scale=config.logit_scale)
+
+
+def _metaoptnet(config: Config, ways: int, shots: int, phase: str = "train") -> Learner:
+    """The SVM head has no ridge regulariser and the ridge head no SVM settings: a value given
+    for the other head's settings is an error rather than ignored."""
+    del ways, shots, phase
+    defaults = {f.name: f.default for f in dataclasses.fields(MetaOptNetConfig)}
+    unused = ("svm_c", "svm_iterations") if config.head == "ridge" else ("ridge_lambda",)
+    changed = [name for name in unused if getattr(config, name) != defaults[name]]
+    if changed:
+        raise ValueError(f"metaoptnet --head {config.head} does not use "
+                         f"{', '.join('--' + n.replace('_', '-') for n in changed)}")
+    return metaoptnet(Conv4(width=config.width), config.head, c=config.svm_c,
+                      lam=config.ridge_lambda, iterations=config.svm_iterations,
+                      scale=config.logit_scale)
 
 
 def _reptile(config: Config, ways: int, shots: int, phase: str = "train",
@@ -235,6 +270,9 @@ LEARNERS: dict[str, Callable[..., Learner]] = {
     "metasgd": _metasgd,
     "anil": _anil,
     "protomaml": _protomaml,
+    "imaml": _imaml,
+    "r2d2": _r2d2,
+    "metaoptnet": _metaoptnet,
     "reptile": _reptile,
     "pretrained": _pretrained,
     "siamese": _siamese,
@@ -278,7 +316,8 @@ class Algorithm(NamedTuple):
 
 _EPISODIC = ("omniglot", "miniimagenet")
 _DATASETS = {"maml": (*_EPISODIC, "sinusoid"), "fomaml": (*_EPISODIC, "sinusoid"),
-             "metasgd": (*_EPISODIC, "sinusoid"), "pretrained": ("sinusoid",),
+             "metasgd": (*_EPISODIC, "sinusoid"), "imaml": (*_EPISODIC, "sinusoid"),
+             "pretrained": ("sinusoid",),
              "l2o": ("quadratic", "mlp")}
 _EXPERIMENTS = {"l2o": "l2o"}  # the rest are "episodic"
 ALGORITHMS: dict[str, Algorithm] = {

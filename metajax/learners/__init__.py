@@ -19,7 +19,10 @@ from metajax.learners.blackbox import (
     instance_accuracies,
     sequence_learner,
 )
+from metajax.learners.closed_form import metaoptnet, r2d2, ridge_head, svm_dual
 from metajax.learners.deml import ConceptBatch, concept_sampler, deml
+from metajax.learners.imaml import imaml
+from metajax.learners.implicit import implicit_argmin, implicit_root, implicit_vjp
 from metajax.learners.maml import (
     anil,
     inner_loop,
@@ -44,9 +47,10 @@ def fomaml(network, inner_lr: float = 0.4, steps: int = 1, **kwargs):
 
 __all__ = [
     "ClassBatch", "ConceptBatch", "KochEmbedding", "MatchingNet", "RelationNet", "SiameseNet",
-    "SmallSiameseEmbedding", "accuracy_by_instance", "anil", "class_batch_sampler",
-    "concept_sampler", "deml", "episode_blackbox", "finetune_learner", "fomaml", "inner_loop",
-    "inner_loop_with_state", "instance_accuracies", "maml", "matching_net", "metasgd",
-    "pretrain_learner", "pretrained", "protomaml", "protonet", "prototype_head", "prototypes",
-    "relation_net", "reptile", "sequence_learner", "sgd_step", "siamese", "squared_distances",
+    "SmallSiameseEmbedding", "accuracy_by_instance", "anil", "class_batch_sampler", "concept_sampler",
+    "deml", "episode_blackbox", "finetune_learner", "fomaml", "imaml", "implicit_argmin",
+    "implicit_root", "implicit_vjp", "inner_loop", "inner_loop_with_state", "instance_accuracies",
+    "maml", "matching_net", "metaoptnet", "metasgd", "pretrain_learner", "pretrained", "protomaml",
+    "protonet", "prototype_head", "prototypes", "r2d2", "relation_net", "reptile", "ridge_head",
+    "sequence_learner", "sgd_step", "siamese", "squared_distances", "svm_dual",
 ]
