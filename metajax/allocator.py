@@ -21,9 +21,11 @@ CHOICES = ("auto", "jemalloc", "glibc", "system")
 _DONE = "METAJAX_ALLOCATOR_SET"
 # Keep freed pages (no decay back to the kernel).
 JEMALLOC_CONF = "dirty_decay_ms:-1,muzzy_decay_ms:-1"
-# Huge pages for the heap, no mmap for large blocks, no trimming, one arena.
-GLIBC_TUNABLES = ("glibc.malloc.hugetlb=1:glibc.malloc.mmap_max=0:"
-                  "glibc.malloc.trim_threshold=17179869184:glibc.malloc.arena_max=1")
+# Huge pages for the heap, no trimming, one arena. Large blocks may still be mmap-ed: with
+# `mmap_max=0` as well, a 20-way evaluation's peak RSS grew with its episodes (2.3x from 24 to 72
+# episodes; benchmarks/results/eval_memory.md).
+GLIBC_TUNABLES = ("glibc.malloc.hugetlb=1:glibc.malloc.trim_threshold=17179869184:"
+                  "glibc.malloc.arena_max=1")
 _JEMALLOC_GLOBS = ("/usr/lib/*-linux-gnu/libjemalloc.so.2", "/usr/lib64/libjemalloc.so.2",
                    "/usr/lib/libjemalloc.so.2", "/usr/local/lib/libjemalloc.so.2",
                    "/opt/homebrew/lib/libjemalloc.2.dylib")
