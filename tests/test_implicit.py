@@ -160,3 +160,28 @@ def test_imaml_rejects_a_non_positive_regulariser(lam):
 
     with pytest.raises(ValueError, match="lam must be positive"):
         imaml(MLP((4,), 1), lam=lam)
+
+
+def test_imaml_temporary_memory_is_flat_in_inner_steps_while_maml_grows():
+    """XLA's temporary buffers of the jitted meta-gradient at 5 and 50 inner steps: iMAML's do not
+    grow (nothing of the inner loop is kept for the backward pass), second-order MAML's do."""
+    from metajax.learners import imaml, maml
+    from metajax.nets import MLP
+    from metajax.types import Task
+
+    rng = np.random.default_rng(4)
+    task = Task(support_x=jnp.asarray(rng.normal(size=(5, 32)), jnp.float32),
+                support_y=jnp.arange(5), query_x=jnp.asarray(rng.normal(size=(25, 32)), jnp.float32),
+                query_y=jnp.repeat(jnp.arange(5), 5), num_classes=5)
+
+    def temp_bytes(learner):
+        variables = learner.init(jax.random.PRNGKey(0), task)
+        fn = jax.jit(jax.grad(lambda v: learner.loss(v, task, None)[0]))
+        return fn.lower(variables).compile().memory_analysis().temp_size_in_bytes
+
+    net = MLP((256, 256), 5)
+    imaml_5, imaml_50 = (temp_bytes(imaml(net, steps=s)) for s in (5, 50))
+    maml_5, maml_50 = (temp_bytes(maml(net, steps=s)) for s in (5, 50))
+    print(f"temp bytes, 5 -> 50 steps: iMAML {imaml_5} -> {imaml_50}, MAML {maml_5} -> {maml_50}")
+    assert imaml_50 == imaml_5
+    assert maml_50 > 5 * maml_5
