@@ -85,7 +85,48 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--data-dir", help="data directory for --runs official (default "
                                       "$METAJAX_DATA_DIR, else ./data)")
     r.add_argument("--seed", type=int, default=0, help="seed handed to predict (default 0)")
+
+    d = sub.add_parser("datasets", help="list the image datasets, or count one found on disk",
+                       description="Without NAME: the image datasets metajax reads and where "
+                                   "their files go. With NAME: the classes and images of each "
+                                   "split part found on disk, or where to put the files.")
+    d.add_argument("name", nargs="?", metavar="NAME")
+    d.add_argument("--json", action="store_true", help="print the counts as JSON")
+    d.add_argument("--data-dir", help="data directory (default $METAJAX_DATA_DIR, else ./data; "
+                                      "for folder: the tree itself)")
+    d.add_argument("--image-size", type=int, help="decode at this size (default: the dataset's)")
     return parser
+
+
+def _datasets(args) -> int:
+    """`metajax datasets [NAME] [--json]`."""
+    import json
+
+    from metajax.data.catalog import CATALOG, split_counts
+    from metajax.data.download import DataError
+
+    if args.name is None:
+        for entry in CATALOG.values():
+            print(f"{entry.name:13s} {entry.description}\n{'':13s} files: {entry.files}")
+        print("Generated (no files): sinusoid, quadratic, mlp.")
+        return 0
+    if args.name not in CATALOG:
+        print(f"metajax datasets: error: unknown dataset {args.name!r}; choose one of "
+              f"{', '.join(CATALOG)}", file=sys.stderr)
+        return 2
+    entry = CATALOG[args.name]
+    try:
+        split = entry.load(args.data_dir, args.image_size or entry.image_size)
+    except (DataError, ValueError) as e:
+        print(f"metajax datasets {args.name}: {e}", file=sys.stderr)
+        return 2
+    counts = split_counts(split)
+    if args.json:
+        print(json.dumps(counts))
+    else:
+        for part, c in counts["splits"].items():
+            print(f"{part}: {c['classes']} classes, {c['images']} images")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -104,6 +145,8 @@ def main(argv: list[str] | None = None) -> int:
                 f"{', '.join(algorithms_with(n))})" for n in names), file=sys.stderr)
             return 2
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if args.command == "datasets":
+        return _datasets(args)
     if args.command == "train" and args.print_config:
         import json
 

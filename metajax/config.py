@@ -6,7 +6,11 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-DATASETS = ("omniglot", "sinusoid", "quadratic", "mlp", "miniimagenet")
+DATASETS = ("omniglot", "sinusoid", "quadratic", "mlp", "miniimagenet", "cifar-fs", "fc100",
+            "folder")
+# image datasets whose split comes with the data (the `split` setting is their name)
+FIXED_SPLITS = {"miniimagenet": ("ravi", 84), "cifar-fs": ("cifar-fs", 32), "fc100": ("fc100", 32),
+                "folder": ("folder", None)}
 L2O_DATASETS = ("quadratic", "mlp")  # optimisee families of the learned optimiser (algo l2o)
 
 
@@ -32,7 +36,8 @@ class DataConfig:
     train_shots: int = setting(0, "K of training episodes (0: --shots)")
     queries: int = setting(5, "query examples per class in training episodes (0: training shots)")
     test_queries: int = setting(15, "query examples per class in test episodes")
-    split: str = setting("vinyals", "class split", ("maml", "vinyals", "lake", "ravi"))
+    split: str = setting("vinyals", "class split (Omniglot's; the other datasets have their own)",
+                         ("maml", "vinyals", "lake", "ravi", "cifar-fs", "fc100", "folder"))
     split_seed: int = setting(1, "seed of the MAML split")
     image_size: int = setting(28, "image side in pixels")
     data_dir: str | None = setting(None, "folder holding omniglot/ (default $METAJAX_DATA_DIR)")
@@ -589,7 +594,14 @@ def make_config(algo: str, full_protocol: bool = False, **overrides) -> Config:
         if full_protocol and overrides.get("ways", 5) >= 20 and algo in (
                 "maml", "fomaml", "metasgd", "anil"):
             fields.update(MAML_FULL_20WAY)
-    if dataset == "miniimagenet":  # Ravi & Larochelle's split at 84x84 unless asked otherwise
-        fields.update(split="ravi", image_size=84)
+    if dataset in FIXED_SPLITS:  # e.g. miniImageNet: Ravi & Larochelle's split at 84x84
+        split, size = FIXED_SPLITS[dataset]
+        if overrides.get("split", split) != split:
+            raise ValueError(f"--split {overrides['split']} is Omniglot's; {dataset} has its own "
+                             f"split ({split})")
+        fields.update(split=split, **({"image_size": size} if size else {}))
+        if dataset == "folder" and not overrides.get("data_dir"):
+            raise ValueError("--dataset folder needs --data-dir: a folder holding train/, test/ "
+                             "(and optionally val/), one folder of images per class")
     fields.update(overrides)
     return Config(algo=algo, full_protocol=full_protocol, **fields)

@@ -13,7 +13,13 @@ import jax
 import optax
 
 from metajax.config import Config
-from metajax.data.episodes import check_episode_shape, episode_sampler
+from metajax.data.episodes import (
+    RaggedClasses,
+    check_episode_shape,
+    check_ragged_episode,
+    episode_sampler,
+    ragged_episode_sampler,
+)
 from metajax.data.omniglot import load_omniglot, make_split
 from metajax.data.runs import load_runs, score_runs
 from metajax.data.sequences import check_sequence_shape, sequence_sampler
@@ -37,10 +43,10 @@ class TaskSource:
 
 
 def _omniglot_parts(config: Config):
-    if config.dataset == "miniimagenet":
-        from metajax.data.miniimagenet import load_miniimagenet
+    if config.dataset != "omniglot":
+        from metajax.data.catalog import CATALOG
 
-        split = load_miniimagenet(config.image_size, data_dir=config.data_dir, verbose=True)
+        split = CATALOG[config.dataset].load(config.data_dir, config.image_size, download=True)
         return split, split.info
     omniglot = load_omniglot(config.image_size, data_dir=config.data_dir, verbose=True)
     split = make_split(omniglot, config.split, seed=config.split_seed, data_dir=config.data_dir)
@@ -65,7 +71,7 @@ def task_sources(config: Config, ways: int | None = None, shots: int | None = No
         return {"train": TaskSource(sinusoid_sampler(config.train_shots_, config.queries_), None,
                                     "train"),
                 "test": TaskSource(sinusoid_sampler(shots, test_queries), None, "test")}, info
-    if config.dataset not in ("omniglot", "miniimagenet"):
+    if config.dataset not in ("omniglot", "miniimagenet", "cifar-fs", "fc100", "folder"):
         raise ValueError(f"unknown dataset {config.dataset!r}")
     split, info = _omniglot_parts(config)
     if config.algo == "deml":  # external data = meta-training classes; never a test class
@@ -87,6 +93,15 @@ def task_sources(config: Config, ways: int | None = None, shots: int | None = No
         if classes is None:
             continue
         where = f"split {config.split!r} {part}"
+        if isinstance(classes.images, RaggedClasses):  # classes of unequal sizes (folder)
+            if config.sequence_protocol or (part == "train" and config.algo in TRAIN_SAMPLERS) \
+                    or (part == "train" and config.within_alphabet):
+                raise ValueError(f"{where} has classes of unequal sizes; {config.algo} with these "
+                                 f"settings needs equal ones (N-way episodes only)")
+            check_ragged_episode(classes.images, n, k, q, where=where)
+            sample = ragged_episode_sampler(n, k, q, int(classes.images.counts.max()))
+            sources[part] = TaskSource(sample, jax.device_put(classes.images), part)
+            continue
         if config.sequence_protocol:  # label-offset sequences (MANN and its baselines)
             check_sequence_shape(classes.images.shape, n, config.instances, where=where)
             sample = sequence_sampler(n, config.instances, config.label_chars)

@@ -6,8 +6,11 @@ PRNG key, so `jax.vmap` over keys gives a meta-batch and the whole thing lives i
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from metajax.types import Array, PRNGKey, Task
 
@@ -86,5 +89,67 @@ def episode_sampler(ways: int, shots: int, queries: int):
 
     def sample(key: PRNGKey, images: Array) -> Task:
         return sample_episode(key, images, ways, shots, queries)
+
+    return jax.jit(sample)
+
+
+class RaggedClasses(NamedTuple):
+    """Classes of unequal sizes in one flat array: class c's images are
+    `images[offsets[c] : offsets[c] + counts[c]]`. A pytree, so it goes to the device and into
+    the jitted step like the dense `[classes, drawings, ...]` layout."""
+
+    images: Array  # [total, H, W, C]
+    offsets: Array  # [classes] int32
+    counts: Array  # [classes] int32
+
+    @staticmethod
+    def from_lists(per_class: list) -> RaggedClasses:
+        """From one `[n_c, H, W, C]` array per class."""
+        counts = np.asarray([len(a) for a in per_class], np.int32)
+        offsets = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int32)
+        return RaggedClasses(np.concatenate(per_class), offsets, counts)
+
+
+def check_ragged_episode(data: RaggedClasses, ways: int, shots: int, queries: int,
+                         where: str = "the split") -> None:
+    """`check_episode_shape` for ragged classes: every class must hold `shots + queries` images,
+    since any class can be drawn."""
+    counts = np.asarray(data.counts)
+    if ways < 1 or shots < 1 or queries < 0:
+        raise ValueError(f"need ways >= 1, shots >= 1, queries >= 0; got {ways}, {shots}, {queries}")
+    if ways > len(counts):
+        raise ValueError(f"ways={ways} but {where} has only {len(counts)} classes")
+    if counts.min() < shots + queries:
+        raise ValueError(f"shots + queries = {shots + queries} but {where} has classes with only "
+                         f"{int(counts.min())} images ({int((counts < shots + queries).sum())} of "
+                         f"{len(counts)} classes are that small)")
+
+
+def ragged_episode_sampler(ways: int, shots: int, queries: int, max_count: int):
+    """`episode_sampler` for `RaggedClasses`: classes uniformly, then `shots + queries` distinct
+    images of each among its own `counts[c]` (a random key per image slot up to `max_count`, the
+    largest class, with the slots past the class's count sorted last)."""
+
+    def sample(key: PRNGKey, data: RaggedClasses) -> Task:
+        k_classes, k_images = jax.random.split(key)
+        classes = jax.random.choice(k_classes, data.counts.shape[0], (ways,), replace=False)
+
+        def picks(k, c):
+            scores = jax.random.uniform(k, (max_count,))
+            scores = jnp.where(jnp.arange(max_count) < data.counts[c], scores, 2.0)
+            return data.offsets[c] + jnp.argsort(scores)[: shots + queries]
+
+        index = jax.vmap(picks)(jax.random.split(k_images, ways), classes)  # [N, K+Q]
+        x = to_float(data.images[index])
+        labels = jnp.broadcast_to(jnp.arange(ways, dtype=jnp.int32)[:, None],
+                                  (ways, shots + queries))
+        feature_shape = data.images.shape[1:]
+        return Task(
+            support_x=x[:, :shots].reshape((ways * shots, *feature_shape)),
+            support_y=labels[:, :shots].reshape(-1),
+            query_x=x[:, shots:].reshape((ways * queries, *feature_shape)),
+            query_y=labels[:, shots:].reshape(-1),
+            num_classes=ways,
+        )
 
     return jax.jit(sample)
