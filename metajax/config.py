@@ -152,7 +152,15 @@ class ProtoNetConfig:
 
 
 @dataclass(frozen=True)
-class R2D2Config(ProtoNetConfig):
+class EmbeddingConfig(ProtoNetConfig):
+    """Metric and closed-form learners whose embedding can be conv4 or ResNet-12."""
+
+    backbone: str = setting("conv4", "embedding network (resnet12: Lee et al.'s 64-160-320-640, "
+                            "features averaged over space)", ("conv4", "resnet12"))
+
+
+@dataclass(frozen=True)
+class R2D2Config(EmbeddingConfig):
     """R2D2: conv4 features and a ridge-regression head per task; the regulariser, the logits'
     scale and bias are meta-learned from the starting values here."""
 
@@ -273,7 +281,7 @@ ALGO_SETTINGS: dict[str, type] = {
     "protomaml": ProtoMamlConfig, "imaml": ImamlConfig,
     "r2d2": R2D2Config, "metaoptnet": MetaOptNetConfig,
     "reptile": ReptileConfig, "pretrained": PretrainedConfig,
-    "protonet": ProtoNetConfig, "relation": RelationConfig, "matching": MatchingConfig,
+    "protonet": EmbeddingConfig, "relation": RelationConfig, "matching": MatchingConfig,
     "siamese": SiameseConfig,
     "mann": MANNConfig, "lstm": SequenceConfig, "feedforward": SequenceConfig, "snail": SnailConfig,
     "l2o": L2OConfig, "deml": DemlConfig,

@@ -39,7 +39,7 @@ from metajax.learners import (
     sequence_learner,
     siamese,
 )
-from metajax.nets import MLP, ConceptResNet, Conv4
+from metajax.nets import MLP, ConceptResNet, Conv4, ResNet12
 from metajax.nets.blackbox import SNAIL, LSTMBlackBox, MeanEmbeddingBlackBox
 from metajax.nets.mann import FeedForwardCell, LSTMCell, MANNCell
 from metajax.types import Learner, SampleFn
@@ -47,9 +47,19 @@ from metajax.types import Learner, SampleFn
 PHASES = ("train", "test")
 
 
+def _embedding(config: Config) -> nn.Module:
+    """conv4 of `width` filters, or ResNet-12 (its own widths: `--width` is refused)."""
+    if config.backbone == "resnet12":
+        if config.width != 64:
+            raise ValueError("--width sets conv4's filters; --backbone resnet12 has its own "
+                             "(64-160-320-640)")
+        return ResNet12()
+    return Conv4(width=config.width)
+
+
 def _protonet(config: Config, ways: int, shots: int, phase: str = "train") -> Learner:
     del ways, shots, phase
-    return protonet(Conv4(width=config.width))
+    return protonet(_embedding(config))
 
 
 def _network(config: Config, ways: int, phase: str) -> tuple[nn.Module, str]:
@@ -111,7 +121,7 @@ def _imaml(config: Config, ways: int, shots: int, phase: str = "train") -> Learn
 
 def _r2d2(config: Config, ways: int, shots: int, phase: str = "train") -> Learner:
     del ways, shots, phase
-    return r2d2(Conv4(width=config.width), lam=config.ridge_lambda, scale=config.logit_scale)
+    return r2d2(_embedding(config), lam=config.ridge_lambda, scale=config.logit_scale)
 
 
 def _metaoptnet(config: Config, ways: int, shots: int, phase: str = "train") -> Learner:
@@ -124,7 +134,7 @@ def _metaoptnet(config: Config, ways: int, shots: int, phase: str = "train") -> 
     if changed:
         raise ValueError(f"metaoptnet --head {config.head} does not use "
                          f"{', '.join('--' + n.replace('_', '-') for n in changed)}")
-    return metaoptnet(Conv4(width=config.width), config.head, c=config.svm_c,
+    return metaoptnet(_embedding(config), config.head, c=config.svm_c,
                       lam=config.ridge_lambda, iterations=config.svm_iterations,
                       scale=config.logit_scale)
 
