@@ -46,7 +46,7 @@ def test_print_config_shows_the_algorithms_own_settings_only(capsys):
     for other in ("fce", "affine", "memory_slots", "pairs", "concept_weight", "unroll"):
         assert other not in names
     assert main(["train", "protonet", "--print-config"]) == 0
-    assert json.loads(capsys.readouterr().out)["protonet"] == {"width": 64}
+    assert json.loads(capsys.readouterr().out)["protonet"] == {"width": 64, "backbone": "conv4"}
 
 
 def test_help_of_an_algorithm_lists_its_flags_with_its_defaults():
