@@ -184,12 +184,15 @@ def meta_step_parts(learner: Learner, variables: Params, tasks: Task, keys: jax.
 
 
 def make_train_step(learner: Learner, optimizer: optax.GradientTransformation, sample: SampleFn,
-                    meta_batch: int, seed: int, mesh=None, task_map: str = "vmap"):
+                    meta_batch: int, seed: int, mesh=None, task_map: str = "vmap",
+                    presampled: bool = False):
     """Builds the jitted `step(state, data) -> (state, metrics)`.
 
     The step's randomness is `fold_in(PRNGKey(seed), state.step)`, so a run resumed from a checkpoint
     draws the same tasks as an uninterrupted one. Tasks are sharded over the mesh's devices.
     `task_map` ("vmap" or "map") is how the learner is mapped over the tasks (`map_over_tasks`).
+    With `presampled`, `data` is a meta-batch drawn elsewhere (`metajax.data.streaming`) and
+    `sample(data) -> tasks` only prepares it on the device.
     """
     mesh = mesh or task_mesh()
     check_divisible(meta_batch, mesh)
@@ -199,7 +202,10 @@ def make_train_step(learner: Learner, optimizer: optax.GradientTransformation, s
     def step(state: TrainState, data: Any) -> tuple[TrainState, Metrics]:
         key = jax.random.fold_in(base_key, state.step)
         k_tasks, k_loss = jax.random.split(key)
-        tasks = jax.vmap(sample, in_axes=(0, None))(jax.random.split(k_tasks, meta_batch), data)
+        if presampled:
+            tasks = sample(data)
+        else:
+            tasks = jax.vmap(sample, in_axes=(0, None))(jax.random.split(k_tasks, meta_batch), data)
         tasks = jax.lax.with_sharding_constraint(tasks, tasks_sharded)
         keys = jax.lax.with_sharding_constraint(jax.random.split(k_loss, meta_batch), tasks_sharded)
         grads, metrics, inner, model_state = meta_step_parts(
@@ -308,7 +314,9 @@ def train(learner: Learner, optimizer: optax.GradientTransformation, sample: Sam
       learner: the learner's pure functions.
       optimizer: optax outer optimiser.
       sample: `sample(key, data) -> Task`, run on the device inside the step.
-      data: arrays the sampler reads (placed in device memory, replicated).
+      data: arrays the sampler reads (placed in device memory, replicated); or, for data larger
+        than device memory, a host stream of meta-batches (`metajax.data.streaming.HostEpisodes`,
+        anything with `batches(start, place)` and `on_device(batch)`), with `sample=None`.
       steps, meta_batch, seed: length, tasks per step, and the seed of initialisation and tasks.
       out_dir: run directory: `checkpoints/`, `metrics.jsonl`.
       example_task: a task (unbatched) to initialise parameters from.
@@ -326,12 +334,23 @@ def train(learner: Learner, optimizer: optax.GradientTransformation, sample: Sam
     """
     mesh = task_mesh(devices)
     rep = replicated(mesh)
+    streamed = hasattr(data, "batches") and hasattr(data, "on_device")
+    if streamed and data.meta_batch != meta_batch:
+        raise ValueError(f"the host stream draws meta-batches of {data.meta_batch} tasks; "
+                         f"train was asked for {meta_batch}")
     state = init_state(learner, optimizer, jax.random.PRNGKey(seed), example_task)
-    step_fn = make_train_step(learner, optimizer, sample, meta_batch, seed, mesh, task_map)
-    return run_loop(step_fn, state, jax.device_put(data, rep), steps=steps, out_dir=out_dir,
+    if streamed:
+        step_fn = make_train_step(learner, optimizer, data.on_device, meta_batch, seed, mesh,
+                                  task_map, presampled=True)
+        sharded = task_sharding(mesh)
+        stream = lambda start: data.batches(start, lambda b: jax.device_put(b, sharded))  # noqa: E731
+    else:
+        step_fn = make_train_step(learner, optimizer, sample, meta_batch, seed, mesh, task_map)
+        data, stream = jax.device_put(data, rep), None
+    return run_loop(step_fn, state, data, steps=steps, out_dir=out_dir,
                     checkpoint_every=checkpoint_every, log_every=log_every, resume=resume,
                     progress=progress, validate=validate, val_every=val_every,
-                    place=lambda st: jax.device_put(st, rep))
+                    place=lambda st: jax.device_put(st, rep), stream=stream)
 
 
 def run_loop(step_fn: Callable[[Any, Any], tuple[Any, Metrics]], state: Any, data: Any, *,
@@ -339,14 +358,16 @@ def run_loop(step_fn: Callable[[Any, Any], tuple[Any, Metrics]], state: Any, dat
              resume: bool = False, progress: bool = True,
              validate: Callable[[Params, Any], dict] | None = None, val_every: int = 0,
              place: Callable[[Any], Any] = lambda st: st,
-             postfix: tuple[str, ...] = ("loss", "accuracy")) -> tuple[Any, dict]:
+             postfix: tuple[str, ...] = ("loss", "accuracy"),
+             stream: Callable[[int], Any] | None = None) -> tuple[Any, dict]:
     """The loop every trainer shares: `state, metrics = step_fn(state, data)` from the state's
     `step` to `steps`, with orbax checkpoints (resumable), `metrics.jsonl` (means over `log_every`
     steps, `val_*` rows from `validate(state.params, inner_state)`), a progress bar and a NaN
     guard on `loss`.
 
     `state` is a pytree with a `step` field, freshly initialised (it is also the restore target);
-    `place` puts it on its devices after initialisation or restore.
+    `place` puts it on its devices after initialisation or restore. With `stream`, each step's
+    `data` is the next item of `stream(start_step)` instead (a host stream of meta-batches).
 
     Raises:
       TrainingDiverged: the loss became NaN/inf; the last good checkpoint stays on disk.
@@ -402,10 +423,11 @@ def run_loop(step_fn: Callable[[Any, Any], tuple[Any, Metrics]], state: Any, dat
             count += 1
         pending.clear()
 
+    batches = stream(start_step) if stream is not None else None
     with open(metrics_path, "a") as log:
         for step in range(start_step, steps):
             t0 = time.perf_counter()
-            state, metrics = step_fn(state, data)
+            state, metrics = step_fn(state, next(batches) if batches is not None else data)
             if compile_s is None:
                 jax.block_until_ready(metrics)
                 compile_s = time.perf_counter() - t0
@@ -438,6 +460,8 @@ def run_loop(step_fn: Callable[[Any, Any], tuple[Any, Metrics]], state: Any, dat
                 last_saved = done
             excluded += time.perf_counter() - t_side
             bar.update(1)
+    if batches is not None:
+        batches.close()  # stops the producer thread
     if timed_from is not None and timed_steps:
         timed_seconds = time.perf_counter() - timed_from - excluded
     bar.close()
