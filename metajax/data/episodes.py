@@ -6,11 +6,10 @@ PRNG key, so `jax.vmap` over keys gives a meta-batch and the whole thing lives i
 
 from __future__ import annotations
 
-from typing import NamedTuple
-
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import struct
 
 from metajax.types import Array, PRNGKey, Task
 
@@ -93,7 +92,8 @@ def episode_sampler(ways: int, shots: int, queries: int):
     return jax.jit(sample)
 
 
-class RaggedClasses(NamedTuple):
+@struct.dataclass
+class RaggedClasses:
     """Classes of unequal sizes in one flat array: class c's images are
     `images[offsets[c] : offsets[c] + counts[c]]`. A pytree, so it goes to the device and into
     the jitted step like the dense `[classes, drawings, ...]` layout."""
