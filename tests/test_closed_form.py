@@ -83,7 +83,7 @@ def _query_loss(head):
 
 def test_gradient_through_the_ridge_head_matches_central_differences():
     z, y = _episode()
-    loss = _query_loss(lambda f, lab: ridge_head(f, lab, 4, 0.5))
+    loss = jax.jit(_query_loss(lambda f, lab: ridge_head(f, lab, 4, 0.5)))
     got = jax.grad(loss)(z, y)
     np.testing.assert_allclose(got, _central_difference(lambda f: float(loss(f, y)), z),
                                rtol=1e-6, atol=1e-9)
@@ -91,7 +91,8 @@ def test_gradient_through_the_ridge_head_matches_central_differences():
 
 def test_implicit_gradient_through_the_svm_matches_central_differences():
     z, y = _episode()
-    loss = _query_loss(lambda f, lab: f.T @ svm_dual(f @ f.T, lab, 4, c=1.0, iterations=3000))
+    loss = jax.jit(_query_loss(lambda f, lab: f.T @ svm_dual(f @ f.T, lab, 4, c=1.0,
+                                                             iterations=3000)))
     got = jax.grad(loss)(z, y)
     want = _central_difference(lambda f: float(loss(f, y)), z)
     assert np.abs(want).max() > 1e-3  # the solution moves with the features

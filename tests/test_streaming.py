@@ -92,6 +92,7 @@ def test_training_from_the_stream_resumes_to_the_same_parameters(tmp_path):
               out_dir=tmp_path / "c", example_task=None, progress=False)
 
 
+@pytest.mark.slow
 def test_protonet_learns_omniglot_from_a_memory_mapped_stream(omniglot28, tmp_path):
     from metajax.nets import Conv4
 

@@ -89,6 +89,7 @@ def _cli(out, steps, *extra):
             "--steps", str(steps), "--checkpoint-every", "3", *TINY, *extra]
 
 
+@pytest.mark.slow
 def test_resume_after_sigkill_matches_uninterrupted_run(tmp_path):
     steps = 14
     log = open(tmp_path / "full.log", "wb")  # noqa: SIM115 - closed below
