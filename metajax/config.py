@@ -6,10 +6,11 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-DATASETS = ("omniglot", "sinusoid", "quadratic", "mlp", "miniimagenet", "cifar-fs", "fc100",
-            "folder")
+DATASETS = ("omniglot", "sinusoid", "quadratic", "mlp", "miniimagenet", "tieredimagenet",
+            "cifar-fs", "fc100", "folder")
 # image datasets whose split comes with the data (the `split` setting is their name)
-FIXED_SPLITS = {"miniimagenet": ("ravi", 84), "cifar-fs": ("cifar-fs", 32), "fc100": ("fc100", 32),
+FIXED_SPLITS = {"miniimagenet": ("ravi", 84), "tieredimagenet": ("tieredimagenet", 84),
+                "cifar-fs": ("cifar-fs", 32), "fc100": ("fc100", 32),
                 "folder": ("folder", None)}
 L2O_DATASETS = ("quadratic", "mlp")  # optimisee families of the learned optimiser (algo l2o)
 
@@ -37,12 +38,15 @@ class DataConfig:
     queries: int = setting(5, "query examples per class in training episodes (0: training shots)")
     test_queries: int = setting(15, "query examples per class in test episodes")
     split: str = setting("vinyals", "class split (Omniglot's; the other datasets have their own)",
-                         ("maml", "vinyals", "lake", "ravi", "cifar-fs", "fc100", "folder"))
+                         ("maml", "vinyals", "lake", "ravi", "tieredimagenet", "cifar-fs", "fc100",
+                          "folder"))
     split_seed: int = setting(1, "seed of the MAML split")
     image_size: int = setting(28, "image side in pixels")
     data_dir: str | None = setting(None, "folder holding omniglot/ (default $METAJAX_DATA_DIR)")
     within_alphabet: bool = setting(False, "training episodes draw all N classes from one "
                                     "alphabet (and rotation), as within-alphabet test episodes do")
+    stream: bool = setting(False, "gather training episodes on the host and prefetch them (data "
+                           "larger than device memory) instead of sampling them on the device")
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ from metajax.data.omniglot import load_omniglot, make_split
 from metajax.data.runs import load_runs, score_runs
 from metajax.data.sequences import check_sequence_shape, sequence_sampler
 from metajax.data.sinusoid import AMPLITUDE, PHASE, X_RANGE, sinusoid_sampler
+from metajax.data.streaming import HostEpisodes
 from metajax.data.within_alphabet import alphabet_groups, within_alphabet_sampler
 from metajax.learners import accuracy_by_instance
 from metajax.registry import ALGORITHMS, TRAIN_SAMPLERS, build_learner
@@ -71,7 +72,8 @@ def task_sources(config: Config, ways: int | None = None, shots: int | None = No
         return {"train": TaskSource(sinusoid_sampler(config.train_shots_, config.queries_), None,
                                     "train"),
                 "test": TaskSource(sinusoid_sampler(shots, test_queries), None, "test")}, info
-    if config.dataset not in ("omniglot", "miniimagenet", "cifar-fs", "fc100", "folder"):
+    if config.dataset not in ("omniglot", "miniimagenet", "tieredimagenet", "cifar-fs", "fc100",
+                              "folder"):
         raise ValueError(f"unknown dataset {config.dataset!r}")
     split, info = _omniglot_parts(config)
     if config.algo == "deml":  # external data = meta-training classes; never a test class
@@ -93,6 +95,13 @@ def task_sources(config: Config, ways: int | None = None, shots: int | None = No
         if classes is None:
             continue
         where = f"split {config.split!r} {part}"
+        if part == "train" and config.stream:  # gathered on the host, prefetched to the device
+            if config.sequence_protocol or config.algo in TRAIN_SAMPLERS or config.within_alphabet:
+                raise ValueError(f"--stream draws N-way episodes; {config.algo} with these "
+                                 f"settings trains on other samples")
+            sources[part] = TaskSource(None, HostEpisodes(classes.images, n, k, q,
+                                                          config.meta_batch, config.seed), part)
+            continue
         if isinstance(classes.images, RaggedClasses):  # classes of unequal sizes (folder)
             if config.sequence_protocol or (part == "train" and config.algo in TRAIN_SAMPLERS) \
                     or (part == "train" and config.within_alphabet):
@@ -154,6 +163,8 @@ def sequence_result(result: dict, config: Config) -> dict:
 
 
 def _example_task(source: TaskSource):
+    if source.sample is None:  # a host stream: the first task of its first meta-batch
+        return source.data.on_device(jax.tree.map(lambda x: x[0], source.data.batch(0)))
     return source.sample(jax.random.PRNGKey(0), source.data)
 
 

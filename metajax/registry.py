@@ -324,7 +324,7 @@ class Algorithm(NamedTuple):
     experiment: str = "episodic"
 
 
-_EPISODIC = ("omniglot", "miniimagenet", "cifar-fs", "fc100", "folder")
+_EPISODIC = ("omniglot", "miniimagenet", "tieredimagenet", "cifar-fs", "fc100", "folder")
 _DATASETS = {"maml": (*_EPISODIC, "sinusoid"), "fomaml": (*_EPISODIC, "sinusoid"),
              "metasgd": (*_EPISODIC, "sinusoid"), "imaml": (*_EPISODIC, "sinusoid"),
              "pretrained": ("sinusoid",),

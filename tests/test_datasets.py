@@ -195,3 +195,90 @@ def test_protonet_trains_a_few_steps(dataset, cifar_root, tmp_path):
                  "--val-episodes", "4", "--no-progress"]) == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["steps"] == 4 and summary["split"]["split"] == dataset
+
+
+def write_tiered(root, counts_by_part, size=12):
+    """`root/tieredimagenet/{part}_images_png.pkl` and `{part}_labels.pkl` in Ren et al.'s layout:
+    a list of PNG byte arrays and a label dict; images shuffled across classes; pixel [0, 0] of the
+    red plane = class index within the part, [0, 1] = image index within the class."""
+    folder = root / "tieredimagenet"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for part, counts in counts_by_part.items():
+        items = []
+        for c, n in enumerate(counts):
+            for j in range(n):
+                x = np.full((size, size, 3), 90, np.uint8)
+                x[0, 0, 0], x[0, 1, 0] = c, j
+                buf = io.BytesIO()
+                Image.fromarray(x).save(buf, format="PNG")
+                items.append((c, np.frombuffer(buf.getvalue(), np.uint8)))
+        order = rng.permutation(len(items))
+        labels = {"label_specific": np.asarray([items[i][0] for i in order]),
+                  "label_general": np.zeros(len(items), np.int64),
+                  "label_specific_str": [f"n{part}{c:04d}" for c in range(len(counts))],
+                  "label_general_str": ["category"]}
+        (folder / f"{part}_images_png.pkl").write_bytes(pickle.dumps([items[i][1] for i in order]))
+        (folder / f"{part}_labels.pkl").write_bytes(pickle.dumps(labels))
+    return root
+
+
+def test_tiered_imagenet_from_the_pickled_layout(tmp_path, capsys, monkeypatch):
+    from metajax.data import tiered
+
+    counts = {"train": [5, 9, 7, 6], "val": [6, 6, 8], "test": [7, 5, 6, 9, 6]}
+    root = write_tiered(tmp_path / "data", counts)
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("METAJAX_CACHE_DIR", str(cache))
+    assert main(["datasets", "tieredimagenet", "--json", "--data-dir", str(root),
+                 "--image-size", "12"]) == 0
+    assert json.loads(capsys.readouterr().out) == {"splits": {
+        p: {"classes": len(c), "images": sum(c)} for p, c in counts.items()}}
+    split = tiered.load_tiered_imagenet(12, data_dir=root, cache_dir=cache)
+    ragged = split.train.images
+    assert isinstance(ragged.images, np.memmap) and list(ragged.counts) == counts["train"]
+    for c, (start, n) in enumerate(zip(ragged.offsets, ragged.counts, strict=True)):
+        block = np.asarray(ragged.images[start:start + n])
+        assert set(block[:, 0, 0, 0]) == {c} and sorted(block[:, 0, 1, 0]) == list(range(n))
+    # the second load maps the cache and decodes nothing
+    monkeypatch.setattr(tiered, "_decode", lambda *a: (_ for _ in ()).throw(AssertionError))
+    again = tiered.load_tiered_imagenet(12, data_dir=root, cache_dir=cache)
+    np.testing.assert_array_equal(again.test.images.images, split.test.images.images)
+    assert main(["datasets", "tieredimagenet", "--data-dir", str(tmp_path / "none")]) == 2
+    assert "train_images_png.pkl" in capsys.readouterr().err
+
+
+def test_host_stream_over_ragged_classes():
+    from metajax.data.streaming import HostEpisodes
+
+    counts = [4, 7, 5, 9, 6]
+    data = RaggedClasses.from_lists([np.stack([np.full((1, 1, 1), 10 * c + j, np.uint8)
+                                               for j in range(n)]) for c, n in enumerate(counts)])
+    stream = HostEpisodes(data, 3, 1, 3, meta_batch=4, seed=1)
+    for step in range(10):
+        batch = stream.batch(step)
+        for t in range(4):
+            codes = np.concatenate([batch.support_x[t], batch.query_x[t]]).reshape(-1)
+            labels = np.concatenate([batch.support_y[t], batch.query_y[t]])
+            for label in range(3):
+                mine = codes[labels == label].astype(int)
+                c = mine[0] // 10
+                assert len(set(mine // 10)) == 1 and len(set(mine)) == 4
+                assert all(0 <= m - 10 * c < counts[c] for m in mine)
+    with pytest.raises(ValueError, match="classes with only 4 images"):
+        HostEpisodes(data, 3, 1, 4, meta_batch=2)
+
+
+@pytest.mark.slow
+def test_protonet_trains_from_the_host_stream_on_tiered_imagenet(tmp_path, monkeypatch):
+    counts = {"train": [8, 11, 9, 10, 12, 8], "val": [8] * 5, "test": [9, 8, 10, 8, 9]}
+    root = write_tiered(tmp_path / "data", counts, size=16)
+    monkeypatch.setenv("METAJAX_CACHE_DIR", str(tmp_path / "cache"))
+    out = tmp_path / "run"
+    assert main(["train", "protonet", "--dataset", "tieredimagenet", "--data-dir", str(root),
+                 "--image-size", "16", "--stream", "--out", str(out), "--width", "8", "--steps",
+                 "4", "--train-ways", "5", "--meta-batch", "2", "--queries", "2",
+                 "--test-queries", "3", "--eval-episodes", "10", "--val-every", "2",
+                 "--val-episodes", "4", "--no-progress"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["steps"] == 4 and summary["split"]["split"] == "tieredimagenet"

@@ -36,6 +36,13 @@ def _miniimagenet(data_dir, size: int, download: bool = False) -> Split:
     return load_miniimagenet(size, data_dir=data_dir)
 
 
+def _tiered(data_dir, size: int, download: bool = False) -> Split:
+    from metajax.data.tiered import load_tiered_imagenet
+
+    del download  # no official download
+    return load_tiered_imagenet(size, data_dir=data_dir)
+
+
 def _cifar_fs(data_dir, size: int, download: bool = False) -> Split:
     from metajax.data.cifar import load_cifar_fs
 
@@ -65,6 +72,10 @@ CATALOG: dict[str, DatasetEntry] = {e.name: e for e in (
     DatasetEntry("miniimagenet", "miniImageNet (Vinyals et al. 2016), Ravi & Larochelle's split",
                  "DATA/miniimagenet/images/*.jpg and train.csv, val.csv, test.csv", 84,
                  _miniimagenet),
+    DatasetEntry("tieredimagenet", "tieredImageNet (Ren et al. 2018): 351 / 97 / 160 classes of "
+                 "20 / 6 / 8 categories, decoded once to memory-mapped files",
+                 "DATA/tieredimagenet/{train,val,test}_images_png.pkl and _labels.pkl", 84,
+                 _tiered),
     DatasetEntry("cifar-fs", "CIFAR-FS (Bertinetto et al. 2019): CIFAR-100, 64 / 16 / 20 classes",
                  "DATA/cifar100/cifar-100-python.tar.gz (downloaded when missing)", 32, _cifar_fs),
     DatasetEntry("fc100", "FC100 (Oreshkin et al. 2018): CIFAR-100 by superclass, 60 / 20 / 20 "

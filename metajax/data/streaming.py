@@ -23,7 +23,12 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from metajax.data.episodes import check_episode_shape, to_float
+from metajax.data.episodes import (
+    RaggedClasses,
+    check_episode_shape,
+    check_ragged_episode,
+    to_float,
+)
 from metajax.types import Task
 
 
@@ -32,16 +37,19 @@ class HostEpisodes:
 
     Args:
       images: `[classes, drawings, H, W, C]` uint8, a NumPy array or `np.load(path,
-        mmap_mode="r")`.
+        mmap_mode="r")`; or `RaggedClasses` over such an array (classes of unequal sizes).
       ways, shots, queries: N, K and query examples per class.
       meta_batch: tasks per batch.
       seed: with the step, the seed of a batch's draws.
       prefetch: batches gathered and transferred ahead of the one in use.
     """
 
-    def __init__(self, images: np.ndarray, ways: int, shots: int, queries: int, meta_batch: int,
+    def __init__(self, images, ways: int, shots: int, queries: int, meta_batch: int,
                  seed: int = 0, prefetch: int = 2):
-        check_episode_shape(images.shape, ways, shots, queries, where="the streamed classes")
+        if isinstance(images, RaggedClasses):
+            check_ragged_episode(images, ways, shots, queries, where="the streamed classes")
+        else:
+            check_episode_shape(images.shape, ways, shots, queries, where="the streamed classes")
         if prefetch < 1:
             raise ValueError(f"prefetch must be >= 1, got {prefetch}")
         self.images, self.ways, self.shots, self.queries = images, ways, shots, queries
@@ -50,19 +58,29 @@ class HostEpisodes:
     def batch(self, step: int) -> Task:
         """The meta-batch of `step` on the host: stacked `Task` fields, uint8 images."""
         rng = np.random.default_rng([self.seed, step])
-        n_classes, n_drawings = self.images.shape[:2]
         k, q, n = self.shots, self.queries, self.ways
+        ragged = isinstance(self.images, RaggedClasses)
+        if ragged:  # classes of their own sizes in one flat array
+            counts, offsets = np.asarray(self.images.counts), np.asarray(self.images.offsets)
+            n_classes, flat = len(counts), self.images.images
+        else:
+            n_classes = self.images.shape[0]
         classes = np.stack([rng.choice(n_classes, n, replace=False)
                             for _ in range(self.meta_batch)])  # [B, N]
-        picks = np.stack([[rng.choice(n_drawings, k + q, replace=False) for _ in range(n)]
-                          for _ in range(self.meta_batch)])  # [B, N, K+Q]
-        # sorted reads per class touch each memory-mapped page once
-        x = np.stack([np.stack([self.images[c][np.sort(p)][np.argsort(np.argsort(p))]
-                                for c, p in zip(cs, ps, strict=True)])
+        size = (lambda c: counts[c]) if ragged else (lambda c: self.images.shape[1])  # noqa: E731
+        picks = np.stack([[rng.choice(size(c), k + q, replace=False) for c in cs]
+                          for cs in classes])  # [B, N, K+Q]
+
+        def read(c, p):  # sorted reads touch each memory-mapped page once, then the draw order
+            rows = np.sort(p)
+            got = flat[offsets[c] + rows] if ragged else self.images[c][rows]
+            return got[np.argsort(np.argsort(p))]
+
+        x = np.stack([np.stack([read(c, p) for c, p in zip(cs, ps, strict=True)])
                       for cs, ps in zip(classes, picks, strict=True)])  # [B, N, K+Q, ...]
         labels = np.broadcast_to(np.arange(n, dtype=np.int32)[None, :, None],
                                  (self.meta_batch, n, k + q))
-        shape = self.images.shape[2:]
+        shape = x.shape[3:]
         return Task(support_x=x[:, :, :k].reshape(self.meta_batch, n * k, *shape),
                     support_y=labels[:, :, :k].reshape(self.meta_batch, -1),
                     query_x=x[:, :, k:].reshape(self.meta_batch, n * q, *shape),
