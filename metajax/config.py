@@ -47,6 +47,10 @@ class DataConfig:
                                     "alphabet (and rotation), as within-alphabet test episodes do")
     stream: bool = setting(False, "gather training episodes on the host and prefetch them (data "
                            "larger than device memory) instead of sampling them on the device")
+    augment: bool = setting(False, "augment training episodes on the device as MetaOptNet does "
+                            "(random crop of the padded image, colour jitter, horizontal flip)")
+    normalize: bool = setting(False, "normalise every episode by the dataset's per-channel mean "
+                              "and standard deviation (the papers' values)")
 
 
 @dataclass(frozen=True)

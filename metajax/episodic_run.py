@@ -90,6 +90,21 @@ def task_sources(config: Config, ways: int | None = None, shots: int | None = No
         "val": (split.val, ways, shots, test_queries),
         "test": (split.test, ways, shots, test_queries),
     }
+    if config.augment or config.normalize:
+        from metajax.data.augment import PADDING, STATISTICS
+
+        known = PADDING if config.augment else STATISTICS
+        if config.dataset not in known:
+            flags = " ".join(f for f, on in (("--augment", config.augment),
+                                             ("--normalize", config.normalize)) if on)
+            raise ValueError(f"{flags}: the papers' settings exist for {', '.join(known)}, not "
+                             f"{config.dataset}")
+        if config.sequence_protocol or config.algo in TRAIN_SAMPLERS:
+            raise ValueError(f"--augment and --normalize transform N-way episodes; {config.algo} "
+                             f"trains on {'sequences' if config.sequence_protocol else 'its own samples'}")
+        if config.augment and config.stream:
+            raise ValueError("--augment with --stream is not supported yet: augment on the device "
+                             "or stream without it")
     sources = {}
     for part, (classes, n, k, q) in settings.items():
         if classes is None:
@@ -99,8 +114,14 @@ def task_sources(config: Config, ways: int | None = None, shots: int | None = No
             if config.sequence_protocol or config.algo in TRAIN_SAMPLERS or config.within_alphabet:
                 raise ValueError(f"--stream draws N-way episodes; {config.algo} with these "
                                  f"settings trains on other samples")
+            transform = None
+            if config.normalize:
+                from metajax.data.augment import normalizer
+
+                transform = normalizer(config.dataset)
             sources[part] = TaskSource(None, HostEpisodes(classes.images, n, k, q,
-                                                          config.meta_batch, config.seed), part)
+                                                          config.meta_batch, config.seed,
+                                                          transform=transform), part)
             continue
         if isinstance(classes.images, RaggedClasses):  # classes of unequal sizes (folder)
             if config.sequence_protocol or (part == "train" and config.algo in TRAIN_SAMPLERS) \
@@ -109,7 +130,8 @@ def task_sources(config: Config, ways: int | None = None, shots: int | None = No
                                  f"settings needs equal ones (N-way episodes only)")
             check_ragged_episode(classes.images, n, k, q, where=where)
             sample = ragged_episode_sampler(n, k, q, int(classes.images.counts.max()))
-            sources[part] = TaskSource(sample, jax.device_put(classes.images), part)
+            sources[part] = TaskSource(_transformed(sample, config, part),
+                                       jax.device_put(classes.images), part)
             continue
         if config.sequence_protocol:  # label-offset sequences (MANN and its baselines)
             check_sequence_shape(classes.images.shape, n, config.instances, where=where)
@@ -120,8 +142,28 @@ def task_sources(config: Config, ways: int | None = None, shots: int | None = No
             check_episode_shape(classes.images.shape, n, k, q, where=where)
             sample = (within_alphabet_sampler(alphabet_groups(classes.names), n, k, q)
                       if part == "train" and config.within_alphabet else episode_sampler(n, k, q))
-        sources[part] = TaskSource(sample, jax.device_put(classes.images), part)
+        sources[part] = TaskSource(_transformed(sample, config, part), jax.device_put(classes.images),
+                                   part)
     return sources, info
+
+
+def _transformed(sample, config: Config, part: str):
+    """`sample` followed by the training augmentation (training part, `--augment`) and the
+    dataset's normalisation (`--normalize`), inside the jitted step."""
+    if not (config.normalize or (config.augment and part == "train")):
+        return sample
+    from metajax.data.augment import PADDING, augment_task, normalizer
+
+    norm = normalizer(config.dataset) if config.normalize else None
+
+    def transformed(key, data):
+        k_sample, k_augment = jax.random.split(key)
+        task = sample(k_sample, data)
+        if config.augment and part == "train":
+            task = augment_task(k_augment, task, PADDING[config.dataset])
+        return norm(task) if norm is not None else task
+
+    return transformed
 
 
 def make_optimizer(config: Config) -> optax.GradientTransformation:

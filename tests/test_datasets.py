@@ -181,8 +181,9 @@ def test_ragged_sampler_draws_distinct_images_of_each_class(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("dataset", ["cifar-fs", "fc100", "folder"])
-def test_protonet_trains_a_few_steps(dataset, cifar_root, tmp_path):
+@pytest.mark.parametrize("dataset, extra", [("cifar-fs", []), ("fc100", []), ("folder", []),
+                                            ("cifar-fs", ["--augment", "--normalize"])])
+def test_protonet_trains_a_few_steps(dataset, extra, cifar_root, tmp_path):
     if dataset == "folder":
         sizes = {"train": [6, 9, 7, 8, 10, 6], "val": [6] * 5, "test": [7, 6, 8, 6, 9]}
         data = ["--data-dir", str(write_folder(tmp_path / "tree", sizes)), "--image-size", "32"]
@@ -192,7 +193,7 @@ def test_protonet_trains_a_few_steps(dataset, cifar_root, tmp_path):
     assert main(["train", "protonet", "--dataset", dataset, *data, "--out", str(out),
                  "--width", "8", "--steps", "4", "--train-ways", "5", "--queries", "2",
                  "--test-queries", "3", "--eval-episodes", "10", "--val-every", "2",
-                 "--val-episodes", "4", "--no-progress"]) == 0
+                 "--val-episodes", "4", "--no-progress", *extra]) == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["steps"] == 4 and summary["split"]["split"] == dataset
 

@@ -42,10 +42,12 @@ class HostEpisodes:
       meta_batch: tasks per batch.
       seed: with the step, the seed of a batch's draws.
       prefetch: batches gathered and transferred ahead of the one in use.
+      transform: applied to the stacked meta-batch on the device after the conversion to floats
+        (elementwise: it sees all tasks at once).
     """
 
     def __init__(self, images, ways: int, shots: int, queries: int, meta_batch: int,
-                 seed: int = 0, prefetch: int = 2):
+                 seed: int = 0, prefetch: int = 2, transform: Callable[[Task], Task] | None = None):
         if isinstance(images, RaggedClasses):
             check_ragged_episode(images, ways, shots, queries, where="the streamed classes")
         else:
@@ -54,6 +56,7 @@ class HostEpisodes:
             raise ValueError(f"prefetch must be >= 1, got {prefetch}")
         self.images, self.ways, self.shots, self.queries = images, ways, shots, queries
         self.meta_batch, self.seed, self.prefetch = meta_batch, seed, prefetch
+        self.transform = transform
 
     def batch(self, step: int) -> Task:
         """The meta-batch of `step` on the host: stacked `Task` fields, uint8 images."""
@@ -122,10 +125,11 @@ class HostEpisodes:
         finally:
             stop.set()
 
-    @staticmethod
-    def on_device(batch: Task) -> Task:
-        """The batch as the learners take it: float images in [0, 1] (inside the jitted step)."""
-        return batch.replace(support_x=to_float(batch.support_x), query_x=to_float(batch.query_x))
+    def on_device(self, batch: Task) -> Task:
+        """The batch as the learners take it (inside the jitted step): float images in [0, 1],
+        then `transform` (an elementwise one, such as normalisation), if any."""
+        batch = batch.replace(support_x=to_float(batch.support_x), query_x=to_float(batch.query_x))
+        return self.transform(batch) if self.transform is not None else batch
 
 
 def save_memmap(images: np.ndarray, path: str | Path) -> np.ndarray:
