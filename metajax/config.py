@@ -8,6 +8,8 @@ from dataclasses import dataclass
 
 DATASETS = ("omniglot", "sinusoid", "quadratic", "mlp", "miniimagenet", "tieredimagenet",
             "cifar-fs", "fc100", "folder")
+# datasets with the papers' augmentation and normalisation (metajax.data.augment)
+AUGMENTED_DATASETS = ("miniimagenet", "tieredimagenet", "cifar-fs", "fc100")
 # image datasets whose split comes with the data (the `split` setting is their name)
 FIXED_SPLITS = {"miniimagenet": ("ravi", 84), "tieredimagenet": ("tieredimagenet", 84),
                 "cifar-fs": ("cifar-fs", 32), "fc100": ("fc100", 32),
@@ -564,6 +566,10 @@ def _l2o_config(algo: str, full_protocol: bool, overrides: dict) -> Config:
         raise ValueError(f"--dataset {dataset} is for the learned optimiser: use `l2o` with "
                          f"--dataset {' or '.join(L2O_DATASETS)}")
     fields = dict(L2O_DEFAULTS[dataset][1 if full_protocol else 0], dataset=dataset)
+    for flag in ("augment", "normalize"):
+        if overrides.get(flag) and dataset not in AUGMENTED_DATASETS:
+            raise ValueError(f"--{flag}: the papers' settings exist for "
+                             f"{', '.join(AUGMENTED_DATASETS)}, not {dataset}")
     fields.update(overrides)
     return Config(algo=algo, full_protocol=full_protocol, **fields)
 
@@ -619,5 +625,9 @@ def make_config(algo: str, full_protocol: bool = False, **overrides) -> Config:
         if dataset == "folder" and not overrides.get("data_dir"):
             raise ValueError("--dataset folder needs --data-dir: a folder holding train/, test/ "
                              "(and optionally val/), one folder of images per class")
+    for flag in ("augment", "normalize"):
+        if overrides.get(flag) and dataset not in AUGMENTED_DATASETS:
+            raise ValueError(f"--{flag}: the papers' settings exist for "
+                             f"{', '.join(AUGMENTED_DATASETS)}, not {dataset}")
     fields.update(overrides)
     return Config(algo=algo, full_protocol=full_protocol, **fields)

@@ -33,6 +33,7 @@ def test_allocator_env_choices():
         allocator_env("tcmalloc")
 
 
+@pytest.mark.slow
 def test_reexec_sets_the_allocator_once_and_system_opts_out():
     # re-executed: the child module runs and reports what it got
     assert _run("glibc") == "glibc (tunables)"

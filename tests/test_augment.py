@@ -65,4 +65,4 @@ def test_augment_is_refused_where_the_papers_have_no_setting(tmp_path, capsys):
 
     code = main(["train", "protonet", "--augment", "--out", str(tmp_path / "r"), "--steps", "1",
                  "--no-progress"])
-    assert code == 2 and "not omniglot" in capsys.readouterr().err
+    assert code == 2 and "--augment: the papers' settings exist for" in capsys.readouterr().err

@@ -190,6 +190,7 @@ def test_full_protocol_settings():
         make_config("pretrained")
 
 
+@pytest.mark.slow
 def test_maml_learns_omniglot_well_above_chance(omniglot28, tmp_path):
     train_chars = jnp.asarray(omniglot28.images[:300, :, :, :, None])  # background characters
     test_chars = jnp.asarray(omniglot28.images[-200:, :, :, :, None])  # evaluation characters

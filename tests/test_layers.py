@@ -135,7 +135,8 @@ def test_max_pool_forward_mode_and_second_order_match_finite_differences():
     chex.assert_trees_all_close(hvp, fd, rtol=1e-6, atol=1e-8)
 
 
-@pytest.mark.parametrize("conv", ["im2col", pytest.param("winograd", marks=pytest.mark.slow)])
+@pytest.mark.slow
+@pytest.mark.parametrize("conv", ["im2col", "winograd"])
 def test_conv4_gradient_is_the_same_jitted_and_eager_and_as_with_xla_convolutions(conv):
     x = jax.random.normal(jax.random.PRNGKey(7), (4, 28, 28, 1), jnp.float64)
     net = Conv4(width=8, num_outputs=5, conv=conv)

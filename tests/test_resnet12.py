@@ -32,6 +32,7 @@ def test_parameter_count_is_the_papers():
         assert out.shape == (2, features)
 
 
+@pytest.mark.slow
 def test_running_averages_at_test_and_batch_statistics_in_training():
     net = ResNet12(widths=(4, 8, 8, 8))
     rng = np.random.default_rng(0)

@@ -33,6 +33,7 @@ def test_tasks_follow_the_formula_and_ranges():
     np.testing.assert_array_equal(again.query_x, tasks.query_x[3])
 
 
+@pytest.mark.slow
 def test_maml_learns_sinusoids_and_adapts_better_with_more_steps(tmp_path):
     sample = sinusoid_sampler(10, 10)
     example = sample(jax.random.PRNGKey(0))
