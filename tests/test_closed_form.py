@@ -107,7 +107,7 @@ def test_closed_form_learners_meta_learn_their_head_settings():
     zq, yq = _episode(n_way=3, shots=3, dim=5, seed=2)
     task = Task(support_x=z, support_y=y, query_x=zq, query_y=yq, num_classes=3)
     for learner, names in [(r2d2(MLP((8,), 4)), {"log_lambda", "scale", "bias"}),
-                           (metaoptnet(MLP((8,), 4), "svm"), {"scale"}),
+                           (metaoptnet(MLP((8,), 4), "svm", iterations=20), {"scale"}),
                            (metaoptnet(MLP((8,), 4), "ridge"), {"scale"})]:
         variables = learner.init(jax.random.PRNGKey(0), task)
         assert set(variables["params"]["head"]) == names
