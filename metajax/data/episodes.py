@@ -70,9 +70,17 @@ def episode_from_classes(key: PRNGKey, images: Array, classes: Array, shots: int
     picks = jax.vmap(lambda k: jax.random.permutation(k, n_drawings)[: shots + queries])(
         jax.random.split(key, ways)
     )
-    x = to_float(images[classes[:, None], picks])  # [N, K+Q, H, W, C]
-    labels = jnp.broadcast_to(jnp.arange(ways, dtype=jnp.int32)[:, None], (ways, shots + queries))
-    feature_shape = images.shape[2:]
+    return task_from_drawings(images[classes[:, None], picks], shots)
+
+
+def task_from_drawings(drawings: Array, shots: int) -> Task:
+    """The episode of `drawings [N, K+Q, ...]` (row i: class i's drawings, the first K for the
+    support set): float inputs, labels 0..N-1, support and query sets class-major."""
+    ways, per_class = drawings.shape[:2]
+    queries = per_class - shots
+    x = to_float(drawings)
+    labels = jnp.broadcast_to(jnp.arange(ways, dtype=jnp.int32)[:, None], (ways, per_class))
+    feature_shape = drawings.shape[2:]
     return Task(
         support_x=x[:, :shots].reshape((ways * shots, *feature_shape)),
         support_y=labels[:, :shots].reshape(-1),
@@ -140,16 +148,6 @@ def ragged_episode_sampler(ways: int, shots: int, queries: int, max_count: int):
             return data.offsets[c] + jnp.argsort(scores)[: shots + queries]
 
         index = jax.vmap(picks)(jax.random.split(k_images, ways), classes)  # [N, K+Q]
-        x = to_float(data.images[index])
-        labels = jnp.broadcast_to(jnp.arange(ways, dtype=jnp.int32)[:, None],
-                                  (ways, shots + queries))
-        feature_shape = data.images.shape[1:]
-        return Task(
-            support_x=x[:, :shots].reshape((ways * shots, *feature_shape)),
-            support_y=labels[:, :shots].reshape(-1),
-            query_x=x[:, shots:].reshape((ways * queries, *feature_shape)),
-            query_y=labels[:, shots:].reshape(-1),
-            num_classes=ways,
-        )
+        return task_from_drawings(data.images[index], shots)
 
     return jax.jit(sample)
