@@ -326,7 +326,7 @@ class Algorithm(NamedTuple):
 
 _EPISODIC = ("omniglot", "miniimagenet", "tieredimagenet", "cifar-fs", "fc100", "folder")
 _DATASETS = {"maml": (*_EPISODIC, "sinusoid"), "fomaml": (*_EPISODIC, "sinusoid"),
-             "metasgd": (*_EPISODIC, "sinusoid"), "imaml": (*_EPISODIC, "sinusoid"),
+             "metasgd": (*_EPISODIC, "sinusoid"),
              "pretrained": ("sinusoid",),
              "l2o": ("quadratic", "mlp")}
 _EXPERIMENTS = {"l2o": "l2o"}  # the rest are "episodic"
