@@ -402,10 +402,12 @@ ALGO_DEFAULTS: dict[str, tuple[dict, dict]] = {
     "r2d2": (dict(train_ways=30, queries=5, steps=3000, lr_decay_every=1000, split="vinyals"),
              # Bertinetto et al.: 60-way training episodes on Omniglot (their Table 1 setting).
              dict(train_ways=60, queries=5, steps=20000, lr_decay_every=2000, split="vinyals")),
+    # MetaOptNet's logits start at scale 10 too: the SVM's dual is small (C = 0.1), and a scale of
+    # 1 leaves conv4's logits near uniform, so learning starts slowly.
     "metaoptnet": (dict(train_ways=30, queries=5, steps=3000, lr_decay_every=1000,
-                        split="vinyals", logit_scale=1.0),
+                        split="vinyals"),
                    dict(train_ways=60, queries=5, steps=20000, lr_decay_every=2000,
-                        split="vinyals", logit_scale=1.0)),
+                        split="vinyals")),
     "siamese": (
         # 28x28 twins (conv4 + dense sigmoid), balanced pairs from the Vinyals training classes.
         dict(image_size=28, pairs=64, steps=3000, lr_decay_every=1000, split="vinyals"),

@@ -158,7 +158,7 @@ def r2d2(embedding: nn.Module, *, lam: float = 50.0, scale: float = 10.0,
 
 
 def metaoptnet(embedding: nn.Module, head: Literal["svm", "ridge"] = "svm", *, c: float = 0.1,
-               lam: float = 50.0, iterations: int = 100, scale: float = 1.0,
+               lam: float = 50.0, iterations: int = 100, scale: float = 10.0,
                running_average: bool = False) -> Learner:
     """MetaOptNet: a multiclass SVM (Crammer-Singer, `head="svm"`) or ridge-regression head
     (fixed regulariser `lam`) on a meta-learned embedding, logits `scale * Z_q W` with `scale`
