@@ -283,3 +283,32 @@ def test_protonet_trains_from_the_host_stream_on_tiered_imagenet(tmp_path, monke
                  "--val-episodes", "4", "--no-progress"]) == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["steps"] == 4 and summary["split"]["split"] == "tieredimagenet"
+
+
+def test_miniimagenet_from_the_pickled_cache_layout(tmp_path, capsys):
+    """`mini-imagenet-cache-{part}.pkl`: image_data and class_dict (indices into it, shuffled)."""
+    folder = tmp_path / "miniimagenet"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for part, n_classes in (("train", 4), ("val", 2), ("test", 3)):
+        per_class = 6
+        order = rng.permutation(n_classes * per_class)
+        images = np.zeros((n_classes * per_class, 84, 84, 3), np.uint8)
+        class_dict = {}
+        for c in range(n_classes):
+            rows = sorted(order[c * per_class:(c + 1) * per_class].tolist())
+            class_dict[f"n0{part}{c}"] = rows
+            for j, r in enumerate(rows):
+                images[r, 0, 0, 0], images[r, 0, 1, 0] = c, j
+        (folder / f"mini-imagenet-cache-{part}.pkl").write_bytes(
+            pickle.dumps({"image_data": images, "class_dict": class_dict}))
+    assert main(["datasets", "miniimagenet", "--json", "--data-dir", str(tmp_path)]) == 0
+    assert json.loads(capsys.readouterr().out) == {"splits": {
+        "train": {"classes": 4, "images": 24}, "val": {"classes": 2, "images": 12},
+        "test": {"classes": 3, "images": 18}}}
+    from metajax.data.miniimagenet import load_miniimagenet
+
+    split = load_miniimagenet(84, data_dir=tmp_path)
+    np.testing.assert_array_equal(split.test.images[:, :, 0, 0, 0], np.repeat(np.arange(3), 6)
+                                  .reshape(3, 6))
+    np.testing.assert_array_equal(split.test.images[1, :, 0, 1, 0], np.arange(6))

@@ -1,11 +1,14 @@
 """miniImageNet (Vinyals et al. 2016) in the common layout of Ravi & Larochelle's split.
 
-Expected under `<data_dir>/miniimagenet/`:
+Expected under `<data_dir>/miniimagenet/`, either the images and Ravi's csv files:
 
     images/          n0153282900000005.jpg, ...  (the 60,000 JPEGs, usually already 84x84)
     train.csv        filename,label rows (64 classes x 600 images)
     val.csv          16 classes
     test.csv         20 classes
+
+or the pickled layout `mini-imagenet-cache-{train,val,test}.pkl` (a dict of `image_data` and
+`class_dict` per part, as learn2learn distributes it).
 
 The images are decoded once to `size x size` RGB uint8 (84 by default), cached as `.npz` like
 Omniglot, and returned as a `Split` whose parts are `ClassSet`s of `[classes, images, size, size, 3]`
@@ -29,6 +32,9 @@ from metajax.data.omniglot import ClassSet, Split
 
 PARTS = ("train", "val", "test")
 CACHE_VERSION = 1
+# The pickled layout many libraries distribute (learn2learn's among them): per part a dict with
+# "image_data" [images, 84, 84, 3] uint8 and "class_dict" {wnid: [image indices]}.
+PICKLE = "mini-imagenet-cache-{part}.pkl"
 
 
 def miniimagenet_dir(data_dir=None) -> Path:
@@ -88,6 +94,38 @@ def _fingerprint(paths: list[Path], size: int) -> str:
     return h.hexdigest()[:16]
 
 
+def _from_pickles(root: Path, size: int) -> Split:
+    """miniImageNet from the pickled layout (`PICKLE`), classes sorted by WordNet id."""
+    import pickle
+
+    sets = {}
+    for part in PARTS:
+        path = root / PICKLE.format(part=part)
+        try:
+            with open(path, "rb") as f:
+                raw = pickle.load(f)
+            images, by_class = np.asarray(raw["image_data"], np.uint8), raw["class_dict"]
+        except Exception as e:  # noqa: BLE001 - any failure here means a file not in this layout
+            raise DataError(f"miniImageNet: cannot read {path} as a dict of image_data and "
+                            f"class_dict ({e}).") from e
+        names = sorted(by_class)
+        counts = {len(by_class[n]) for n in names}
+        if len(counts) != 1:
+            raise DataError(f"miniImageNet {part}: classes have different numbers of images "
+                            f"({sorted(counts)}); every class needs the same number.")
+        arrays = images[np.asarray([sorted(by_class[n]) for n in names])]
+        if arrays.shape[2:4] != (size, size):
+            flat = arrays.reshape(-1, *arrays.shape[2:])
+            flat = np.stack([np.asarray(Image.fromarray(x).resize((size, size), Image.LANCZOS))
+                             for x in flat])
+            arrays = flat.reshape(*arrays.shape[:2], size, size, 3)
+        sets[part] = ClassSet(tuple(names), arrays)
+    info = {"split": "ravi", "seed": None, "source": "pickled mini-imagenet-cache files",
+            "classes": {p: len(s) for p, s in sets.items()},
+            "images_per_class": {p: int(s.images.shape[1]) for p, s in sets.items()}}
+    return Split("ravi", sets["train"], sets["val"], sets["test"], info)
+
+
 def load_miniimagenet(size: int = 84, data_dir=None, cache_dir=None, verbose: bool = False) -> Split:
     """Loads miniImageNet's Ravi train/val/test split at `size x size` RGB.
 
@@ -107,6 +145,8 @@ def load_miniimagenet(size: int = 84, data_dir=None, cache_dir=None, verbose: bo
         raise ValueError(f"size must be an int >= 8, got {size!r}")
     root = miniimagenet_dir(data_dir)
     images_dir = root / "images"
+    if not images_dir.is_dir() and all((root / PICKLE.format(part=p)).exists() for p in PARTS):
+        return _from_pickles(root, size)
     if not images_dir.is_dir():
         raise DataError(
             f"miniImageNet: {images_dir} is missing. miniImageNet cannot be downloaded "
