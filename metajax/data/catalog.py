@@ -70,7 +70,8 @@ CATALOG: dict[str, DatasetEntry] = {e.name: e for e in (
                  "as classes", "DATA/omniglot/images_background.zip, images_evaluation.zip "
                  "(downloaded when missing)", 28, _omniglot),
     DatasetEntry("miniimagenet", "miniImageNet (Vinyals et al. 2016), Ravi & Larochelle's split",
-                 "DATA/miniimagenet/images/*.jpg and train.csv, val.csv, test.csv", 84,
+                 "DATA/miniimagenet/images/*.jpg and train.csv, val.csv, test.csv, or "
+                 "mini-imagenet-cache-{train,val,test}.pkl", 84,
                  _miniimagenet),
     DatasetEntry("tieredimagenet", "tieredImageNet (Ren et al. 2018): 351 / 97 / 160 classes of "
                  "20 / 6 / 8 categories, decoded once to memory-mapped files",
