@@ -3,8 +3,8 @@ accuracy over 600 episodes with 95% CI, the papers' numbers beside ours.
 
 Each method runs `metajax train ALGO` with its CPU defaults (`metajax/config.py`: MAML family
 meta-batch 32, 13,000 steps, 1 inner step of lr 0.4 at training and 3 at test, stride-2 conv4 of
-width 64, query set of 1 per class, the MAML split; Reptile 20,000 steps; iMAML meta-batch 16, 8
-inner steps of lr 0.2, 4000 steps) - at most about 60 minutes per method on 2 CPU cores.
+width 64, query set of 1 per class, the MAML split; Reptile 20,000 steps; iMAML meta-batch 16, 16
+inner steps of lr 0.1, 3000 steps) - at most about 60 minutes per method on 2 CPU cores.
 The paper's 60,000 steps are `--full-protocol`.
 
     python benchmarks/maml_omniglot.py                             # up to about 60 min per method
