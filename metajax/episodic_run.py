@@ -90,15 +90,7 @@ def task_sources(config: Config, ways: int | None = None, shots: int | None = No
         "val": (split.val, ways, shots, test_queries),
         "test": (split.test, ways, shots, test_queries),
     }
-    if config.augment or config.normalize:
-        from metajax.data.augment import PADDING, STATISTICS
-
-        known = PADDING if config.augment else STATISTICS
-        if config.dataset not in known:
-            flags = " ".join(f for f, on in (("--augment", config.augment),
-                                             ("--normalize", config.normalize)) if on)
-            raise ValueError(f"{flags}: the papers' settings exist for {', '.join(known)}, not "
-                             f"{config.dataset}")
+    if config.augment or config.normalize:  # datasets without the papers' settings: make_config
         if config.sequence_protocol or config.algo in TRAIN_SAMPLERS:
             raise ValueError(f"--augment and --normalize transform N-way episodes; {config.algo} "
                              f"trains on {'sequences' if config.sequence_protocol else 'its own samples'}")

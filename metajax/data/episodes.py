@@ -111,11 +111,16 @@ class RaggedClasses:
     counts: Array  # [classes] int32
 
     @staticmethod
+    def from_counts(images, counts) -> RaggedClasses:
+        """From images already grouped by class, `counts[c]` of class c in order."""
+        counts = np.asarray(counts, np.int32)
+        offsets = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int32)
+        return RaggedClasses(images, offsets, counts)
+
+    @staticmethod
     def from_lists(per_class: list) -> RaggedClasses:
         """From one `[n_c, H, W, C]` array per class."""
-        counts = np.asarray([len(a) for a in per_class], np.int32)
-        offsets = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int32)
-        return RaggedClasses(np.concatenate(per_class), offsets, counts)
+        return RaggedClasses.from_counts(np.concatenate(per_class), [len(a) for a in per_class])
 
 
 def check_ragged_episode(data: RaggedClasses, ways: int, shots: int, queries: int,

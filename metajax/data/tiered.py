@@ -84,8 +84,9 @@ def _decode(encoded, size: int, where: str) -> np.ndarray:
 
 def _part(root: Path, part: str, size: int, cache: Path) -> ClassSet:
     images_path, labels_path = _files(root, part)
-    key = hashlib.sha1(f"{CACHE_VERSION}:{size}:{images_path.stat().st_size}:"
-                       f"{labels_path.read_bytes().hex()[:4096]}".encode()).hexdigest()[:16]
+    digest = hashlib.sha1(f"{CACHE_VERSION}:{size}:{images_path.stat().st_size}:".encode())
+    digest.update(labels_path.read_bytes())
+    key = digest.hexdigest()[:16]
     array_path = cache / f"tieredimagenet_{part}_{size}_{key}.npy"
     index_path = array_path.with_suffix(".json")
     if not (array_path.exists() and index_path.exists()):
@@ -103,15 +104,12 @@ def _part(root: Path, part: str, size: int, cache: Path) -> ClassSet:
         out.flush()
         del out
         tmp.replace(array_path)
-        classes = np.unique(labels)
-        index_path.write_text(json.dumps({
-            "names": [names[c] for c in classes],
-            "counts": [int((labels == c).sum()) for c in classes]}))
+        classes, counts = np.unique(labels, return_counts=True)
+        index_path.write_text(json.dumps({"names": [names[c] for c in classes],
+                                          "counts": counts.tolist()}))
     index = json.loads(index_path.read_text())
-    counts = np.asarray(index["counts"], np.int32)
-    offsets = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int32)
     images = np.load(array_path, mmap_mode="r")
-    return ClassSet(tuple(index["names"]), RaggedClasses(images, offsets, counts))
+    return ClassSet(tuple(index["names"]), RaggedClasses.from_counts(images, index["counts"]))
 
 
 def load_tiered_imagenet(size: int = 84, data_dir=None, cache_dir=None) -> Split:

@@ -16,17 +16,12 @@ from __future__ import annotations
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
+import optax
 
 from metajax.learners.implicit import implicit_argmin
 from metajax.learners.maml import LossName, _network, _supervised_learner, objective, sgd_step
 from metajax.nets.network import merge_variables, same_dtypes, split_variables
 from metajax.types import Learner, PRNGKey, Task, Variables
-
-
-def _squared_distance(a, b):
-    return sum(jnp.sum(jnp.square(x - y)) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b),
-                                                           strict=True))
 
 
 def imaml(network: nn.Module, inner_lr: float = 0.1, steps: int = 10, *, lam: float = 2.0,
@@ -67,7 +62,7 @@ def imaml(network: nn.Module, inner_lr: float = 0.1, steps: int = 10, *, lam: fl
 
     def proximal_and_state(phi, theta, state, key, x, y):
         value, state = support_loss(phi, state, key, x, y)
-        return value + 0.5 * lam * _squared_distance(phi, theta), state
+        return value + 0.5 * lam * optax.tree.norm(optax.tree.sub(phi, theta), squared=True), state
 
     def proximal(phi, theta, state, key, x, y):
         return proximal_and_state(phi, theta, state, key, x, y)[0]

@@ -23,14 +23,10 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import optax
 from jax.scipy.sparse.linalg import cg, gmres
 
 Pytree = Any
-
-
-def _tree_norm(tree: Pytree) -> jax.Array:
-    leaves = jax.tree.leaves(tree)
-    return jnp.sqrt(sum(jnp.sum(jnp.square(leaf)) for leaf in leaves)) if leaves else jnp.zeros(())
 
 
 def implicit_vjp(optimality: Callable[..., Pytree], x_star: Pytree, args: tuple, cotangent: Pytree,
@@ -53,7 +49,7 @@ def implicit_vjp(optimality: Callable[..., Pytree], x_star: Pytree, args: tuple,
     residual = jax.tree.map(jnp.subtract, matvec(w), cotangent)
     _, vjp_args = jax.vjp(lambda *a: optimality(x_star, *a), *args)
     grads = vjp_args(jax.tree.map(jnp.negative, w))
-    return grads, {"residual": _tree_norm(residual), "rhs": _tree_norm(cotangent)}
+    return grads, {"residual": optax.tree.norm(residual), "rhs": optax.tree.norm(cotangent)}
 
 
 def implicit_root(optimality: Callable[..., Pytree], solve: Callable[..., Pytree], *,
