@@ -85,6 +85,12 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--data-dir", help="data directory for --runs official (default "
                                       "$METAJAX_DATA_DIR, else ./data)")
     r.add_argument("--seed", type=int, default=0, help="seed handed to predict (default 0)")
+    r.add_argument("--proxy", type=int, metavar="N",
+                   help="instead of the official runs, score N episodes made as they were (20 "
+                        "characters of one evaluation alphabet, training drawings by one drawer, "
+                        "test drawings by another) with a 95%% CI; no all_runs.zip needed")
+    r.add_argument("--proxy-seed", type=int, default=2015, help="seed of the --proxy episodes")
+    r.add_argument("--no-progress", action="store_true")
 
     d = sub.add_parser("datasets", help="list the image datasets, or count one found on disk",
                        description="Without NAME: the image datasets metajax reads and where "
@@ -173,6 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     from metajax.data.download import DataError
     from metajax.experiment import (
         evaluate_official_runs,
+        evaluate_proxy_runs,
         evaluate_run,
         experiment_of,
         train_and_evaluate,
@@ -190,6 +197,17 @@ def main(argv: list[str] | None = None) -> int:
                                    progress=not args.no_progress)
             print("\n".join(experiment_of(config).describe(
                 s, f"{s['wall_time_s']:.0f}s, summary in {args.out}/summary.json")))
+        elif args.command == "eval-runs" and args.proxy is not None:
+            if args.runs != "official":
+                parser.error("eval-runs: --proxy scores episodes of the evaluation alphabets; "
+                             "it does not read --runs")
+            r = evaluate_proxy_runs(args.run_dir, args.proxy, seed=args.proxy_seed,
+                                    data_dir=args.data_dir, progress=not args.no_progress)
+            if "warning" in r:
+                print(f"warning: {r['warning']}", file=sys.stderr)
+            print(f"{r['algo']} official-runs proxy, {r['runs']} runs, error "
+                  f"{100 * r['error_rate']:.2f}% +- {100 * r['ci95']:.2f}, results in "
+                  f"{args.run_dir}/eval_runs_proxy.json, accuracy {r['accuracy']:.4f}")
         elif args.command == "eval-runs":
             runs = args.runs
             if runs == "official":

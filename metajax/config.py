@@ -47,6 +47,9 @@ class DataConfig:
     data_dir: str | None = setting(None, "folder holding omniglot/ (default $METAJAX_DATA_DIR)")
     within_alphabet: bool = setting(False, "training episodes draw all N classes from one "
                                     "alphabet (and rotation), as within-alphabet test episodes do")
+    paired_drawers: bool = setting(False, "training episodes take every class's support drawings "
+                                   "from the same drawers and its queries from other drawers (one "
+                                   "person per set, as the official runs; Omniglot only)")
     stream: bool = setting(False, "gather training episodes on the host and prefetch them (data "
                            "larger than device memory) instead of sampling them on the device")
     augment: bool = setting(False, "augment training episodes on the device as MetaOptNet does "
@@ -630,5 +633,9 @@ def make_config(algo: str, full_protocol: bool = False, **overrides) -> Config:
         if overrides.get(flag) and dataset not in AUGMENTED_DATASETS:
             raise ValueError(f"--{flag}: the papers' settings exist for "
                              f"{', '.join(AUGMENTED_DATASETS)}, not {dataset}")
+    for flag in ("within_alphabet", "paired_drawers"):
+        if overrides.get(flag) and dataset != "omniglot":
+            raise ValueError(f"--{flag.replace('_', '-')} uses Omniglot's alphabets and drawers; "
+                             f"{dataset} has none")
     fields.update(overrides)
     return Config(algo=algo, full_protocol=full_protocol, **fields)

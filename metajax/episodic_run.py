@@ -25,7 +25,13 @@ from metajax.data.runs import load_runs, score_runs
 from metajax.data.sequences import check_sequence_shape, sequence_sampler
 from metajax.data.sinusoid import AMPLITUDE, PHASE, X_RANGE, sinusoid_sampler
 from metajax.data.streaming import HostEpisodes
-from metajax.data.within_alphabet import alphabet_groups, within_alphabet_sampler
+from metajax.data.within_alphabet import (
+    alphabet_groups,
+    drawer_paired_sampler,
+    evaluation_alphabets,
+    proxy_runs_sampler,
+    within_alphabet_sampler,
+)
 from metajax.learners import accuracy_by_instance
 from metajax.registry import ALGORITHMS, TRAIN_SAMPLERS, build_learner
 from metajax.run_dir import load_config
@@ -81,10 +87,11 @@ def task_sources(config: Config, ways: int | None = None, shots: int | None = No
 
         info = {**info, "external": {"source": "meta-training classes",
                                      **check_external_classes(split.train.names, split.test.names)}}
-    if config.within_alphabet and (config.sequence_protocol or config.algo in TRAIN_SAMPLERS):
-        raise ValueError(f"within_alphabet draws N-way episodes; {config.algo} trains on "
-                         f"{'sequences' if config.sequence_protocol else 'its own samples'} "
-                         f"(pairs, class batches or concept batches)")
+    for flag in ("within_alphabet", "paired_drawers"):
+        if getattr(config, flag) and (config.sequence_protocol or config.algo in TRAIN_SAMPLERS):
+            raise ValueError(f"{flag} draws N-way episodes; {config.algo} trains on "
+                             f"{'sequences' if config.sequence_protocol else 'its own samples'} "
+                             f"(pairs, class batches or concept batches)")
     settings = {
         "train": (split.train, config.train_ways_, config.train_shots_, config.queries_),
         "val": (split.val, ways, shots, test_queries),
@@ -103,7 +110,8 @@ def task_sources(config: Config, ways: int | None = None, shots: int | None = No
             continue
         where = f"split {config.split!r} {part}"
         if part == "train" and config.stream:  # gathered on the host, prefetched to the device
-            if config.sequence_protocol or config.algo in TRAIN_SAMPLERS or config.within_alphabet:
+            if config.sequence_protocol or config.algo in TRAIN_SAMPLERS or config.within_alphabet \
+                    or config.paired_drawers:
                 raise ValueError(f"--stream draws N-way episodes; {config.algo} with these "
                                  f"settings trains on other samples")
             transform = None
@@ -132,8 +140,13 @@ def task_sources(config: Config, ways: int | None = None, shots: int | None = No
             sample = TRAIN_SAMPLERS[config.algo](config, classes.images.shape, where)
         else:
             check_episode_shape(classes.images.shape, n, k, q, where=where)
-            sample = (within_alphabet_sampler(alphabet_groups(classes.names), n, k, q)
-                      if part == "train" and config.within_alphabet else episode_sampler(n, k, q))
+            if part == "train" and config.within_alphabet:
+                sample = within_alphabet_sampler(alphabet_groups(classes.names), n, k, q,
+                                                 config.paired_drawers)
+            elif part == "train" and config.paired_drawers:
+                sample = drawer_paired_sampler(n, k, q)
+            else:
+                sample = episode_sampler(n, k, q)
         sources[part] = TaskSource(_transformed(sample, config, part), jax.device_put(classes.images),
                                    part)
     return sources, info
@@ -243,6 +256,36 @@ def evaluate_official_runs(out_dir: str | Path, runs_path: str | Path, seed: int
         out["warning"] = (f"trained on split {config.split!r}, whose training classes include "
                           f"evaluation-alphabet characters; the protocol trains with --split lake")
     (Path(out_dir) / "eval_runs.json").write_text(json.dumps(out, indent=2))
+    return out
+
+
+def evaluate_proxy_runs(out_dir: str | Path, runs: int, seed: int = 2015, ways: int = 20,
+                        data_dir=None, progress: bool = False) -> dict:
+    """Scores a trained run on `runs` episodes made as the official one-shot runs were
+    (`metajax.data.within_alphabet.proxy_runs_sampler`: 20 characters of one evaluation alphabet,
+    training drawings by one drawer, test drawings by another, one per class), unrotated, at the
+    run's image size, with a 95% CI over the episodes. Writes `DIR/eval_runs_proxy.json`."""
+    config = load_config(out_dir)
+    if ALGORITHMS[config.algo].experiment != "episodic" or config.dataset != "omniglot":
+        raise ValueError(f"eval-runs --proxy classifies Omniglot one-shot episodes with a few-shot "
+                         f"learner; {config.algo} on {config.dataset} is not one")
+    if runs < 1:
+        raise ValueError(f"--proxy takes the number of episodes (>= 1), got {runs}")
+    images, alphabet, names = evaluation_alphabets(
+        load_omniglot(config.image_size, data_dir=data_dir or config.data_dir))
+    state = load_state(out_dir, config)
+    learner = build_learner(config, ways, 1, phase="test", inner_state=state.inner_state)
+    result = evaluate(learner, state.params, proxy_runs_sampler(alphabet, ways), images,
+                      episodes=runs, seed=seed, progress=progress, desc="proxy runs")
+    out = {"algo": config.algo, "protocol": "official-runs proxy: within one evaluation alphabet, "
+           "drawer-paired, one query per class", "ways": ways, "runs": runs, "seed": seed,
+           "image_size": config.image_size, "split": config.split, "alphabets": len(names),
+           "accuracy": result["accuracy"], "ci95": result["ci95"],
+           "error_rate": 1 - result["accuracy"]}
+    if config.split != "lake":
+        out["warning"] = (f"trained on split {config.split!r}, whose training classes include "
+                          f"evaluation-alphabet characters; the protocol trains with --split lake")
+    (Path(out_dir) / "eval_runs_proxy.json").write_text(json.dumps(out, indent=2))
     return out
 
 

@@ -17,6 +17,7 @@ from metajax.episodic_run import (  # noqa: F401 (the episodic helpers scripts a
     EpisodicExperiment,
     TaskSource,
     evaluate_official_runs,
+    evaluate_proxy_runs,
     load_params,
     load_state,
     make_optimizer,

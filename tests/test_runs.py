@@ -14,7 +14,13 @@ from conftest import coded_images
 from metajax.cli import main
 from metajax.data.download import DataError
 from metajax.data.runs import load_runs, official_runs_path, score_runs
-from metajax.data.within_alphabet import alphabet_groups, within_alphabet_sampler
+from metajax.data.within_alphabet import (
+    alphabet_groups,
+    drawer_paired_sampler,
+    evaluation_alphabets,
+    proxy_runs_sampler,
+    within_alphabet_sampler,
+)
 from metajax.learners import protonet
 from metajax.nets import Conv4
 
@@ -152,6 +158,15 @@ def test_eval_runs_cli(runs_fixture, tmp_path, capsys):
     shutil.copy(zipped, data / "omniglot" / "all_runs.zip")
     assert main(["eval-runs", str(out), "--data-dir", str(data)]) == 0
     assert json.loads((out / "eval_runs.json").read_text())["accuracy"] == result["accuracy"]
+    # --proxy: episodes made as the runs were, from the evaluation alphabets, with a CI
+    capsys.readouterr()
+    assert main(["eval-runs", str(out), "--proxy", "30", "--no-progress"]) == 0
+    proxy = json.loads((out / "eval_runs_proxy.json").read_text())
+    assert proxy["runs"] == 30 and proxy["ways"] == 20 and proxy["ci95"] > 0
+    assert capsys.readouterr().out.strip().endswith(f"accuracy {proxy['accuracy']:.4f}")
+    with pytest.raises(SystemExit):
+        main(["eval-runs", str(out), "--proxy", "30", "--runs", str(zipped)])
+    assert main(["eval-runs", str(out), "--proxy", "0"]) == 2
 
 
 def test_official_runs_path_needs_the_file_when_not_downloading(tmp_path):
@@ -174,6 +189,56 @@ def test_within_alphabet_episodes_stay_in_one_alphabet():
     assert seen == {1, 2}
     with pytest.raises(ValueError, match="largest alphabet has only 5"):
         within_alphabet_sampler(alphabet, 6, 1, 1)(jax.random.PRNGKey(0), images)
+
+
+def _codes(x):
+    """(class, drawing) of coded images `[n, size, size, 1]` in [0, 1]."""
+    x = np.round(np.asarray(x)[:, 0, :2, 0] * 255).astype(int)
+    return x[:, 0], x[:, 1]
+
+
+def test_drawer_paired_episodes_take_each_set_from_the_same_drawers():
+    images = coded_images(classes=12, drawings=20)
+    alphabet = np.array([0] * 3 + [1] * 5 + [2] * 4)
+    within = within_alphabet_sampler(alphabet, ways=4, shots=2, queries=3, paired_drawers=True)
+    anywhere = drawer_paired_sampler(ways=6, shots=2, queries=3)
+    for sample, ways in ((within, 4), (anywhere, 6)):
+        pairs = set()
+        for seed in range(20):
+            task = sample(jax.random.PRNGKey(seed), images)
+            s_cls, s_drw = _codes(task.support_x)
+            q_cls, q_drw = _codes(task.query_x)
+            assert len(set(s_cls)) == ways
+            np.testing.assert_array_equal(q_cls, np.repeat(s_cls[::2], 3))
+            np.testing.assert_array_equal(s_cls[::2], s_cls[1::2])
+            # every class shows the same two support drawers and the same three query drawers
+            support, query = s_drw.reshape(ways, 2), q_drw.reshape(ways, 3)
+            assert (support == support[0]).all() and (query == query[0]).all()
+            assert len(set(support[0]) | set(query[0])) == 5
+            np.testing.assert_array_equal(np.asarray(task.support_y), np.repeat(np.arange(ways), 2))
+            if sample is within:
+                assert len(set(alphabet[s_cls])) == 1
+            pairs.add((tuple(support[0]), tuple(query[0])))
+        assert len(pairs) == 20  # the drawers vary from episode to episode
+    with pytest.raises(ValueError, match="shots \\+ queries|drawings"):
+        drawer_paired_sampler(4, 10, 11)(jax.random.PRNGKey(0), images)
+
+
+def test_proxy_runs_are_official_runs_of_the_evaluation_alphabets(omniglot28):
+    images, alphabet, names = evaluation_alphabets(omniglot28)
+    assert len(names) == 20 and images.shape[:2] == (659, 20)
+    sample = proxy_runs_sampler(alphabet)
+    flat = {x.tobytes(): (c, d) for c, per_class in enumerate(images) for d, x in
+            enumerate(per_class)}
+    for seed in range(3):
+        task = sample(jax.random.PRNGKey(seed), images)
+        assert task.support_x.shape == (20, 28, 28, 1) and task.query_x.shape == (20, 28, 28, 1)
+        found = [[flat[np.round(np.asarray(x) * 255).astype(np.uint8).tobytes()] for x in xs]
+                 for xs in (task.support_x, task.query_x)]
+        (s_cls, s_drw), (q_cls, q_drw) = (zip(*f, strict=True) for f in found)
+        assert len(set(s_cls)) == 20 and q_cls == s_cls  # one query per class, in label order
+        assert len(set(alphabet[list(s_cls)])) == 1
+        assert len(set(s_drw)) == 1 and len(set(q_drw)) == 1 and s_drw[0] != q_drw[0]
 
 
 def test_alphabet_groups_are_alphabet_and_rotation():
@@ -204,6 +269,17 @@ def test_within_alphabet_training_episodes_on_the_background_alphabets(data_dir,
         assert len(classes) == 20
         groups = {(names[c].split("/")[0], names[c].rsplit("/", 1)[1]) for c in classes}
         assert len(groups) == 1, groups  # one alphabet, one rotation
+    # drawer-paired within-alphabet training: one support drawer, one other query drawer
+    paired, _ = task_sources(make_config("protonet", split="lake", train_ways=20, queries=1,
+                                         within_alphabet=True, paired_drawers=True,
+                                         data_dir=str(data_dir)))
+    drawing = {flat[i].tobytes(): i % images.shape[1] for i in range(len(flat))}
+    task = paired["train"].sample(jax.random.PRNGKey(0), paired["train"].data)
+    found = [{drawing[np.round(x * 255).astype(images.dtype).tobytes()]
+              for x in np.asarray(xs).reshape(20, -1)} for xs in (task.support_x, task.query_x)]
+    assert len(found[0]) == 1 and len(found[1]) == 1 and found[0] != found[1]
+    with pytest.raises(ValueError, match="cifar-fs has none"):
+        make_config("protonet", dataset="cifar-fs", paired_drawers=True)
     with pytest.raises(ValueError, match="largest alphabet has only 55"):
         task_sources(make_config("protonet", split="lake", train_ways=60, within_alphabet=True,
                                  data_dir=str(data_dir)))

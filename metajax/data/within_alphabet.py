@@ -3,6 +3,13 @@ the device: the N classes of an episode all come from one alphabet.
 
 An episode first draws an alphabet (uniformly among those with at least N characters), then N of its
 characters, then disjoint support and query drawings of each, exactly as `sample_episode` does.
+
+With `paired_drawers`, the drawings are chosen by drawer instead: every class's support drawings
+come from the same K drawers and its queries from Q other drawers, as in the official runs, whose
+training images are all by one person and test images all by another. In the Omniglot zips a
+drawing's index (the `_NN` of its file name) is its drawer, and within an alphabet index k is the
+same person for every character: style features (ink, size, position) cluster by it far beyond
+chance. `proxy_runs_sampler` draws official-runs-style episodes for `metajax eval-runs --proxy`.
 """
 
 from __future__ import annotations
@@ -11,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from metajax.data.episodes import check_episode_shape, episode_from_classes
+from metajax.data.episodes import check_episode_shape, episode_from_classes, task_from_drawings
 from metajax.data.omniglot import Omniglot
 from metajax.types import Array, PRNGKey, Task
 
@@ -45,8 +52,17 @@ def evaluation_alphabets(data: Omniglot) -> tuple[np.ndarray, np.ndarray, tuple[
     return data.images[chars][..., None], ids, alphabets
 
 
+def episode_from_drawers(key: PRNGKey, images: Array, classes: Array, shots: int,
+                         queries: int) -> Task:
+    """The episode of `classes` whose support drawings all come from the same `shots` drawers
+    (drawing indices) and whose queries come from `queries` other drawers, chosen with `key`."""
+    drawers = jax.random.permutation(key, images.shape[1])[: shots + queries]
+    return task_from_drawings(images[classes[:, None], drawers[None, :]], shots)
+
+
 def sample_within_alphabet_episode(key: PRNGKey, images: Array, alphabet_of_class: Array,
-                                   ways: int, shots: int, queries: int) -> Task:
+                                   ways: int, shots: int, queries: int,
+                                   paired_drawers: bool = False) -> Task:
     """Draws one N-way K-shot episode whose N classes share one alphabet.
 
     Args:
@@ -54,6 +70,8 @@ def sample_within_alphabet_episode(key: PRNGKey, images: Array, alphabet_of_clas
       images: `[classes, drawings, H, W, C]` arrays in device memory.
       alphabet_of_class: `[classes]` int alphabet id of each class (ids 0..A-1), a numpy array.
       ways, shots, queries: N, K and query examples per class.
+      paired_drawers: the support drawings of all classes by the same K drawers, the queries by
+        Q other drawers (`episode_from_drawers`); else each class's drawings drawn independently.
 
     Returns:
       A `Task` laid out as `sample_episode`'s (labels 0..N-1 in random order of the classes).
@@ -75,19 +93,43 @@ def sample_within_alphabet_episode(key: PRNGKey, images: Array, alphabet_of_clas
     scores = jnp.where(alphabet_of_class == alphabet,
                        jax.random.uniform(k_classes, alphabet_of_class.shape), -1.0)
     _, classes = jax.lax.top_k(scores, ways)
-    return episode_from_classes(k_drawings, images, classes, shots, queries)
+    draw = episode_from_drawers if paired_drawers else episode_from_classes
+    return draw(k_drawings, images, classes, shots, queries)
 
 
-def within_alphabet_sampler(alphabet_of_class, ways: int, shots: int, queries: int):
-    """Returns `sample(key, images) -> Task` drawing within-alphabet episodes; the alphabet ids are
-    closed over as a constant (the images stay the sampler's traced data). Raises ValueError at
-    once if no alphabet has `ways` classes."""
+def within_alphabet_sampler(alphabet_of_class, ways: int, shots: int, queries: int,
+                            paired_drawers: bool = False):
+    """Returns `sample(key, images) -> Task` drawing within-alphabet episodes (drawer-paired with
+    `paired_drawers`); the alphabet ids are closed over as a constant (the images stay the
+    sampler's traced data). Raises ValueError at once if no alphabet has `ways` classes."""
     alphabet_of_class = np.asarray(alphabet_of_class, np.int32)
     largest = np.bincount(alphabet_of_class).max() if alphabet_of_class.size else 0
     if largest < ways:
         raise ValueError(f"ways={ways} but the largest alphabet has only {largest} classes")
 
     def sample(key: PRNGKey, images: Array) -> Task:
-        return sample_within_alphabet_episode(key, images, alphabet_of_class, ways, shots, queries)
+        return sample_within_alphabet_episode(key, images, alphabet_of_class, ways, shots, queries,
+                                              paired_drawers)
 
     return jax.jit(sample)  # one compiled program when called outside a traced step
+
+
+def drawer_paired_sampler(ways: int, shots: int, queries: int):
+    """Returns `sample(key, images) -> Task` drawing N classes from any alphabets, drawer-paired
+    (`episode_from_drawers`)."""
+
+    def sample(key: PRNGKey, images: Array) -> Task:
+        check_episode_shape(images.shape, ways, shots, queries)
+        k_classes, k_drawers = jax.random.split(key)
+        classes = jax.random.choice(k_classes, images.shape[0], (ways,), replace=False)
+        return episode_from_drawers(k_drawers, images, classes, shots, queries)
+
+    return jax.jit(sample)
+
+
+def proxy_runs_sampler(alphabet_of_class, ways: int = 20):
+    """Episodes made as Lake et al.'s official one-shot runs were: `ways` characters of one
+    alphabet, one training drawing of each by one drawer and one test drawing of each by another
+    (20-way, one query per class). Which 10 of the 20 evaluation alphabets the official runs use
+    is not published, so the alphabet is drawn uniformly among those with `ways` characters."""
+    return within_alphabet_sampler(alphabet_of_class, ways, 1, 1, paired_drawers=True)
