@@ -13,6 +13,7 @@ import jax
 import optax
 
 from metajax.config import Config
+from metajax.data.download import DataError
 from metajax.data.episodes import (
     RaggedClasses,
     check_episode_shape,
@@ -21,7 +22,7 @@ from metajax.data.episodes import (
     ragged_episode_sampler,
 )
 from metajax.data.omniglot import load_omniglot, make_split
-from metajax.data.runs import load_runs, score_runs
+from metajax.data.runs import load_runs, locate_runs, score_runs
 from metajax.data.sequences import check_sequence_shape, sequence_sampler
 from metajax.data.sinusoid import AMPLITUDE, PHASE, X_RANGE, sinusoid_sampler
 from metajax.data.streaming import HostEpisodes
@@ -252,6 +253,13 @@ def evaluate_official_runs(out_dir: str | Path, runs_path: str | Path, seed: int
     result = score_runs(learner, params, runs, seed=seed)
     out = {"algo": config.algo, "runs_path": str(runs_path), "image_size": config.image_size,
            "split": config.split, **result}
+    try:  # which alphabets and drawers the runs use, for the proxy (needs the evaluation zip)
+        data = load_omniglot(config.image_size, data_dir=config.data_dir, download_missing=False)
+        evaluation = ~data.background
+        out["sources"] = locate_runs(runs, data.images[evaluation],
+                                     [n for n, e in zip(data.names, evaluation, strict=True) if e])
+    except DataError as e:
+        out["sources"] = f"not located: {e}"
     if config.split != "lake":
         out["warning"] = (f"trained on split {config.split!r}, whose training classes include "
                           f"evaluation-alphabet characters; the protocol trains with --split lake")

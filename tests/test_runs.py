@@ -1,6 +1,7 @@
 """The official one-shot runs reader and `metajax eval-runs`, on a fixture in the all_runs.zip format
 built from evaluation-alphabet images (3 runs, 20 characters each, two drawings per character)."""
 
+import dataclasses
 import json
 import random
 import shutil
@@ -13,7 +14,7 @@ from conftest import coded_images
 
 from metajax.cli import main
 from metajax.data.download import DataError
-from metajax.data.runs import load_runs, official_runs_path, score_runs
+from metajax.data.runs import load_runs, locate_runs, official_runs_path, score_runs
 from metajax.data.within_alphabet import (
     alphabet_groups,
     drawer_paired_sampler,
@@ -112,6 +113,24 @@ def test_scoring_a_perfect_and_a_known_model(runs_fixture):
     assert result["error_rate"] == pytest.approx(sum(r["errors"] for r in result["runs"]) / 60)
 
 
+def test_locate_runs_names_the_alphabet_and_drawers(runs_fixture, omniglot28):
+    _, zipped, _ = runs_fixture
+    runs = load_runs(zipped, 28)
+    evaluation = ~omniglot28.background
+    names = [n for n, e in zip(omniglot28.names, evaluation, strict=True) if e]
+    located = locate_runs(runs, omniglot28.images[evaluation], names)
+    assert [r["alphabets"] for r in located] == [[a] for a in ALPHABETS]
+    for r in located:  # the fixture's training images are drawings _01, its test images _02
+        assert r["training_drawers"] == {1: 20} and r["test_drawers"] == {2: 20}
+        assert r["unmatched"] == 0
+    # an image that is not one of the zips' drawings is counted, not placed
+    task = runs[0].task
+    changed = task.replace(query_x=task.query_x.at[3, 0, 0, 0].add(0.5))
+    odd = locate_runs([dataclasses.replace(runs[0], task=changed)], omniglot28.images[evaluation],
+                      names)[0]
+    assert odd["unmatched"] == 1 and odd["test_drawers"] == {2: 19}
+
+
 def test_clear_errors_for_missing_or_malformed_runs(runs_fixture, tmp_path):
     folder, _, _ = runs_fixture
     with pytest.raises(DataError, match="all_runs.zip"):
@@ -150,6 +169,7 @@ def test_eval_runs_cli(runs_fixture, tmp_path, capsys):
     assert printed[0].startswith("run01 error ")
     assert printed[-1].endswith(f"accuracy {result['accuracy']:.4f}")
     assert result["split"] == "lake" and "warning" not in result
+    assert [r["test_drawers"] for r in result["sources"]] == [{"2": 20}] * 3  # JSON keys
     assert main(["eval-runs", str(out), "--runs", str(tmp_path / "missing.zip")]) == 2
     assert "all_runs.zip" in capsys.readouterr().err
     # the default, --runs official, reads DATA_DIR/omniglot/all_runs.zip

@@ -13,6 +13,7 @@ from __future__ import annotations
 import io
 import re
 import zipfile
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -187,6 +188,35 @@ def load_runs(path: str | Path, image_size: int = 28) -> list[Run]:
         return out
     finally:
         source.close()
+
+
+def locate_runs(runs: list[Run], images: np.ndarray, names) -> list[dict]:
+    """Where each run's images come from in the Omniglot zips: every training and test image is
+    looked up, pixel for pixel, among the drawings `images [characters, 20, H, W]` (uint8, the
+    loader's arrays at the runs' image size) of characters `names`.
+
+    Returns, per run: `run`, its `alphabets`, the drawer numbers (1-20, the drawing's `_NN`) of its
+    training and of its test images with their counts, and `unmatched`, the images found nowhere
+    (non-zero means the runs' images are not the zips' drawings as our loader decodes them).
+    """
+    where: dict[bytes, tuple[int, int]] = {}
+    for c, drawings in enumerate(images):
+        for d, x in enumerate(drawings):
+            where.setdefault(np.ascontiguousarray(x).tobytes(), (c, d))
+    out = []
+    for run in runs:
+        found = {}
+        for part, xs in (("training", run.task.support_x), ("test", run.task.query_x)):
+            pixels = np.round(np.asarray(xs)[..., 0] * 255).astype(np.uint8)
+            found[part] = [where.get(np.ascontiguousarray(x).tobytes()) for x in pixels]
+        hits = [h for part in found.values() for h in part if h is not None]
+        drawers = {part: dict(sorted(Counter(d + 1 for _, d in filter(None, hits_)).items()))
+                   for part, hits_ in found.items()}
+        out.append({"run": run.name,
+                    "alphabets": sorted({names[c].split("/")[0] for c, _ in hits}),
+                    "training_drawers": drawers["training"], "test_drawers": drawers["test"],
+                    "unmatched": sum(h is None for part in found.values() for h in part)})
+    return out
 
 
 def score_runs(learner: Learner, params: Params, runs: list[Run], seed: int = 0) -> dict:
