@@ -79,10 +79,10 @@ def proxy_score(episodes: int, seed: int, runs: str | None):
             "independent_drawers": within_alphabet_sampler(alphabet, 20, 1, 1),
             "paired_15_queries": within_alphabet_sampler(alphabet, 20, 1, 15, paired_drawers=True),
         }
+        learner = build_learner(config, 20, 1, phase="test", inner_state=state.inner_state)
         results = {}
         for name, sample in variants.items():
             queries = 15 if name == "paired_15_queries" else 1
-            learner = build_learner(config, 20, 1, phase="test", inner_state=state.inner_state)
             results[name] = evaluate(learner, state.params, sample, images, episodes=episodes,
                                      seed=seed, progress=progress, desc=f"{name} ({queries} q)")
         own = json.loads((run_dir / "summary.json").read_text())
@@ -92,7 +92,6 @@ def proxy_score(episodes: int, seed: int, runs: str | None):
             details[f"{name}_accuracy"] = results[name]["accuracy"]
             details[f"{name}_ci95"] = results[name]["ci95"]
         if runs:
-            learner = build_learner(config, 20, 1, phase="test", inner_state=state.inner_state)
             official = score_runs(learner, state.params, load_runs(runs, config.image_size))
             details.update(official_runs_accuracy=official["accuracy"],
                            official_runs=official["runs"])

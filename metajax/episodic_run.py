@@ -233,6 +233,12 @@ def load_params(out_dir: str | Path, config: Config | None = None):
     return load_state(out_dir, config).params
 
 
+def _split_warning(config: Config) -> str:
+    """What `eval-runs` says of a run not trained on the background alphabets only."""
+    return (f"trained on split {config.split!r}, whose training classes include "
+            f"evaluation-alphabet characters; the protocol trains with --split lake")
+
+
 def evaluate_official_runs(out_dir: str | Path, runs_path: str | Path, seed: int = 0) -> dict:
     """Scores a trained run on the official 20-way within-alphabet one-shot runs of Lake et al.
 
@@ -254,15 +260,12 @@ def evaluate_official_runs(out_dir: str | Path, runs_path: str | Path, seed: int
     out = {"algo": config.algo, "runs_path": str(runs_path), "image_size": config.image_size,
            "split": config.split, **result}
     try:  # which alphabets and drawers the runs use, for the proxy (needs the evaluation zip)
-        data = load_omniglot(config.image_size, data_dir=config.data_dir, download_missing=False)
-        evaluation = ~data.background
-        out["sources"] = locate_runs(runs, data.images[evaluation],
-                                     [n for n, e in zip(data.names, evaluation, strict=True) if e])
+        out["sources"] = locate_runs(runs, *evaluation_alphabets(
+            load_omniglot(config.image_size, data_dir=config.data_dir, download_missing=False)))
     except DataError as e:
         out["sources"] = f"not located: {e}"
     if config.split != "lake":
-        out["warning"] = (f"trained on split {config.split!r}, whose training classes include "
-                          f"evaluation-alphabet characters; the protocol trains with --split lake")
+        out["warning"] = _split_warning(config)
     (Path(out_dir) / "eval_runs.json").write_text(json.dumps(out, indent=2))
     return out
 
@@ -291,8 +294,7 @@ def evaluate_proxy_runs(out_dir: str | Path, runs: int, seed: int = 2015, ways: 
            "accuracy": result["accuracy"], "ci95": result["ci95"],
            "error_rate": 1 - result["accuracy"]}
     if config.split != "lake":
-        out["warning"] = (f"trained on split {config.split!r}, whose training classes include "
-                          f"evaluation-alphabet characters; the protocol trains with --split lake")
+        out["warning"] = _split_warning(config)
     (Path(out_dir) / "eval_runs_proxy.json").write_text(json.dumps(out, indent=2))
     return out
 

@@ -116,9 +116,8 @@ def test_scoring_a_perfect_and_a_known_model(runs_fixture):
 def test_locate_runs_names_the_alphabet_and_drawers(runs_fixture, omniglot28):
     _, zipped, _ = runs_fixture
     runs = load_runs(zipped, 28)
-    evaluation = ~omniglot28.background
-    names = [n for n, e in zip(omniglot28.names, evaluation, strict=True) if e]
-    located = locate_runs(runs, omniglot28.images[evaluation], names)
+    evaluation = evaluation_alphabets(omniglot28)
+    located = locate_runs(runs, *evaluation)
     assert [r["alphabets"] for r in located] == [[a] for a in ALPHABETS]
     for r in located:  # the fixture's training images are drawings _01, its test images _02
         assert r["training_drawers"] == {1: 20} and r["test_drawers"] == {2: 20}
@@ -126,8 +125,7 @@ def test_locate_runs_names_the_alphabet_and_drawers(runs_fixture, omniglot28):
     # an image that is not one of the zips' drawings is counted, not placed
     task = runs[0].task
     changed = task.replace(query_x=task.query_x.at[3, 0, 0, 0].add(0.5))
-    odd = locate_runs([dataclasses.replace(runs[0], task=changed)], omniglot28.images[evaluation],
-                      names)[0]
+    odd = locate_runs([dataclasses.replace(runs[0], task=changed)], *evaluation)[0]
     assert odd["unmatched"] == 1 and odd["test_drawers"] == {2: 19}
 
 

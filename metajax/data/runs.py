@@ -190,10 +190,12 @@ def load_runs(path: str | Path, image_size: int = 28) -> list[Run]:
         source.close()
 
 
-def locate_runs(runs: list[Run], images: np.ndarray, names) -> list[dict]:
+def locate_runs(runs: list[Run], images: np.ndarray, alphabet_of_class,
+                alphabets) -> list[dict]:
     """Where each run's images come from in the Omniglot zips: every training and test image is
-    looked up, pixel for pixel, among the drawings `images [characters, 20, H, W]` (uint8, the
-    loader's arrays at the runs' image size) of characters `names`.
+    looked up, pixel for pixel, among the drawings `images [characters, 20, H, W, 1]` (uint8, the
+    loader's arrays at the runs' image size), whose alphabets are `alphabets[alphabet_of_class]`
+    (`metajax.data.within_alphabet.evaluation_alphabets` gives all three).
 
     Returns, per run: `run`, its `alphabets`, the drawer numbers (1-20, the drawing's `_NN`) of its
     training and of its test images with their counts, and `unmatched`, the images found nowhere
@@ -207,13 +209,13 @@ def locate_runs(runs: list[Run], images: np.ndarray, names) -> list[dict]:
     for run in runs:
         found = {}
         for part, xs in (("training", run.task.support_x), ("test", run.task.query_x)):
-            pixels = np.round(np.asarray(xs)[..., 0] * 255).astype(np.uint8)
+            pixels = np.round(np.asarray(xs) * 255).astype(np.uint8)
             found[part] = [where.get(np.ascontiguousarray(x).tobytes()) for x in pixels]
         hits = [h for part in found.values() for h in part if h is not None]
         drawers = {part: dict(sorted(Counter(d + 1 for _, d in filter(None, hits_)).items()))
                    for part, hits_ in found.items()}
         out.append({"run": run.name,
-                    "alphabets": sorted({names[c].split("/")[0] for c, _ in hits}),
+                    "alphabets": sorted({alphabets[alphabet_of_class[c]] for c, _ in hits}),
                     "training_drawers": drawers["training"], "test_drawers": drawers["test"],
                     "unmatched": sum(h is None for part in found.values() for h in part)})
     return out
