@@ -234,8 +234,11 @@ def test_trainer_updates_params_only_and_keeps_the_mean_of_the_tasks_running_ave
         assert not np.allclose(b[0], b[1])  # tasks differ, so the mean is not any one of them
 
 
-@pytest.mark.parametrize("name", ["maml", "fomaml", "metasgd", "anil", "reptile", "protonet",
-                                  "matching", "siamese", "relation", "blackbox"])
+# fomaml, metasgd and anil take the module through MAML's code; they run in the long tier
+@pytest.mark.parametrize("name", ["maml", *[pytest.param(n, marks=pytest.mark.slow)
+                                            for n in ("fomaml", "metasgd", "anil")],
+                                  "reptile", "protonet", "matching", "siamese", "relation",
+                                  "blackbox"])
 def test_every_learner_takes_a_stock_flax_module(name):
     task = _task(4)
     build = {
