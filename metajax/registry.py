@@ -109,12 +109,15 @@ def _protomaml(config: Config, ways: int, shots: int, phase: str = "train") -> L
 
 
 def _imaml(config: Config, ways: int, shots: int, phase: str = "train") -> Learner:
-    """iMAML; evaluated by plain gradient descent when `test_proximal_lambda` is 0."""
+    """iMAML; evaluated on the training proximal problem unless `test_proximal_lambda` says
+    otherwise (0: plain gradient descent)."""
     del shots
     network, loss = _network(config, ways, phase)
-    if phase == "test" and config.test_proximal_lambda == 0:
+    test_lam = (config.proximal_lambda if config.test_proximal_lambda < 0
+                else config.test_proximal_lambda)
+    if phase == "test" and test_lam == 0:
         return maml(network, config.inner_lr, _steps(config, phase), first_order=True, loss=loss)
-    lam = config.proximal_lambda if phase == "train" else config.test_proximal_lambda
+    lam = config.proximal_lambda if phase == "train" else test_lam
     return imaml(network, config.inner_lr, _steps(config, phase), lam=lam,
                  cg_steps=config.cg_steps, cg_damping=config.cg_damping, loss=loss)
 

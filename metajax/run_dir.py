@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import sys
 from pathlib import Path
 
 from metajax.bench.machine import machine_info  # noqa: F401 (metajax.experiment, l2o_run use it)
@@ -19,15 +20,20 @@ def _config_defaults() -> dict:
 
 # Settings that do not change what a run computes: a resumed run may change them.
 BOOKKEEPING = ("checkpoint_every", "log_every", "data_dir")
+# Settings of the evaluation only (the test episodes and how a test task is adapted): the trained
+# parameters do not depend on them, so a finished run can be scored again with other values.
+EVALUATION = ("eval_episodes", "eval_seed", "test_queries", "test_inner_steps",
+              "test_proximal_lambda", "fresh_test_state")
 
 
-def check_same_config(config: Config, out_dir: str | Path) -> None:
+def check_same_config(config: Config, out_dir: str | Path) -> list[str]:
     """Raises `ValueError` if `out_dir/config.json` records a configuration other than `config`
-    (the `BOOKKEEPING` settings aside: how often a run saves and logs, where the data is). Reads
-    only; a directory without `config.json` passes."""
+    (the `BOOKKEEPING` settings aside: how often a run saves and logs, where the data is) in a
+    setting that shapes training. Returns the `EVALUATION` settings that differ. Reads only; a
+    directory without `config.json` passes."""
     config_path = Path(out_dir) / "config.json"
     if not config_path.exists():
-        return
+        return []
     # a run saved before a setting existed ran with that setting's default; settings that are not
     # the algorithm's (older config.json files list every field) never affected the run
     own = {"algo", "full_protocol", *applicable(config.algo)}
@@ -36,9 +42,11 @@ def check_same_config(config: Config, out_dir: str | Path) -> None:
     current = config.to_dict()
     changed = sorted(k for k in set(saved) | set(current)
                      if saved.get(k) != current.get(k) and k not in BOOKKEEPING)
-    if changed:
-        raise ValueError(f"--resume with a different configuration (changed: {changed}); "
+    training = [k for k in changed if k not in EVALUATION]
+    if training:
+        raise ValueError(f"--resume with a different configuration (changed: {training}); "
                          f"use the same flags as the original run")
+    return changed
 
 
 def prepare_run_dir(config: Config, out_dir: str | Path, resume: bool) -> Path:
@@ -48,7 +56,11 @@ def prepare_run_dir(config: Config, out_dir: str | Path, resume: bool) -> Path:
     refuse_existing_checkpoints(out_dir, resume)
     out_dir.mkdir(parents=True, exist_ok=True)
     if resume:
-        check_same_config(config, out_dir)
+        evaluation = check_same_config(config, out_dir)
+        if evaluation:
+            print(f"resumed with other evaluation settings ({', '.join(evaluation)}): the "
+                  f"validation and test figures from here on use them; config.json records them",
+                  file=sys.stderr)
     (out_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
     return out_dir
 

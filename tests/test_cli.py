@@ -175,7 +175,8 @@ def test_check_same_config_reads_only(tmp_path):
     assert (tmp_path / "config.json").read_text() == before
 
 
-def test_resume_refuses_changed_settings_but_accepts_a_config_older_than_a_new_field(tmp_path):
+def test_resume_refuses_changed_settings_but_accepts_a_config_older_than_a_new_field(tmp_path,
+                                                                                    capsys):
     from metajax.config import make_config
     from metajax.run_dir import prepare_run_dir
 
@@ -187,6 +188,12 @@ def test_resume_refuses_changed_settings_but_accepts_a_config_older_than_a_new_f
     prepare_run_dir(make_config("reptile", steps=10, checkpoint_every=7, log_every=3,
                                 data_dir="/elsewhere"), tmp_path, resume=True)
     assert json.loads((tmp_path / "config.json").read_text())["checkpoint_every"] == 7
+    # so may the evaluation's settings (the trained parameters do not depend on them): said, and
+    # recorded in config.json
+    prepare_run_dir(make_config("reptile", steps=10, eval_episodes=50, test_inner_steps=9),
+                    tmp_path, resume=True)
+    assert "(eval_episodes, test_inner_steps)" in capsys.readouterr().err
+    assert json.loads((tmp_path / "config.json").read_text())["test_inner_steps"] == 9
     prepare_run_dir(config, tmp_path, resume=True)
     # a run written before `fresh_test_state` existed ran with its default: it resumes
     path = tmp_path / "config.json"
@@ -194,7 +201,6 @@ def test_resume_refuses_changed_settings_but_accepts_a_config_older_than_a_new_f
     del saved["fresh_test_state"]
     path.write_text(json.dumps(saved))
     prepare_run_dir(config, tmp_path, resume=True)
-    with pytest.raises(ValueError, match=r"changed: \['fresh_test_state'\]"):
+    with pytest.raises(ValueError, match=r"changed: \['inner_batch'\]"):
         path.write_text(json.dumps(saved))
-        prepare_run_dir(make_config("reptile", steps=10, fresh_test_state=True), tmp_path,
-                        resume=True)
+        prepare_run_dir(make_config("reptile", steps=10, inner_batch=7), tmp_path, resume=True)

@@ -185,3 +185,35 @@ def test_imaml_temporary_memory_is_flat_in_inner_steps_while_maml_grows():
     print(f"temp bytes, 5 -> 50 steps: iMAML {imaml_5} -> {imaml_50}, MAML {maml_5} -> {maml_50}")
     assert imaml_50 == imaml_5
     assert maml_50 > 5 * maml_5
+
+
+def test_the_registry_evaluates_imaml_on_its_training_problem_unless_told():
+    """`metajax train imaml`'s test learner adapts on the proximal problem it was trained on
+    (test lambda -1 = the training lambda); 0 is plain gradient descent; another negative value
+    is an error."""
+    from metajax.config import make_config
+    from metajax.registry import build_learner
+    from metajax.types import Task
+
+    rng = np.random.default_rng(0)
+    task = Task(support_x=jnp.asarray(rng.uniform(size=(3, 28, 28, 1)), jnp.float32),
+                support_y=jnp.arange(3), query_x=jnp.asarray(rng.uniform(size=(3, 28, 28, 1)),
+                                                             jnp.float32),
+                query_y=jnp.arange(3), num_classes=3)
+
+    def config(**overrides):
+        return make_config("imaml", ways=3, shots=1, width=4, inner_steps=2, test_inner_steps=2,
+                           inner_lr=0.1, proximal_lambda=2.0, **overrides)
+
+    variables = jax.jit(build_learner(config(), phase="train").init)(jax.random.PRNGKey(0), task)
+
+    def adapted(**overrides):
+        adapt = jax.jit(build_learner(config(**overrides), phase="test").adapt)
+        return np.asarray(jax.flatten_util.ravel_pytree(adapt(variables, task, None)["params"])[0])
+
+    default, same = adapted(), adapted(test_proximal_lambda=2.0)
+    plain = adapted(test_proximal_lambda=0.0)
+    np.testing.assert_array_equal(default, same)
+    assert np.abs(default - plain).max() > 1e-3 * np.abs(plain).max()
+    with pytest.raises(ValueError, match="a lambda is >= 0"):
+        make_config("imaml", test_proximal_lambda=-0.5)
