@@ -50,6 +50,9 @@ class DataConfig:
     paired_drawers: bool = setting(False, "training episodes take every class's support drawings "
                                    "from the same drawers and its queries from other drawers (one "
                                    "person per set, as the official runs; Omniglot only)")
+    affine: bool = setting(False, "Koch's random affine distortions of every training image "
+                           "(Siamese pairs, or the support and query images of training "
+                           "episodes; Omniglot only)")
     stream: bool = setting(False, "gather training episodes on the host and prefetch them (data "
                            "larger than device memory) instead of sampling them on the device")
     augment: bool = setting(False, "augment training episodes on the device as MetaOptNet does "
@@ -209,7 +212,6 @@ class SiameseConfig(ProtoNetConfig):
     """Siamese networks trained on same/different pairs."""
 
     pairs: int = setting(128, "same/different pairs per training step")
-    affine: bool = setting(False, "Koch's random affine distortions of the training pairs")
 
 
 @dataclass(frozen=True)
@@ -582,10 +584,6 @@ def _l2o_config(algo: str, full_protocol: bool, overrides: dict) -> Config:
         if overrides.get(flag) and dataset not in AUGMENTED_DATASETS:
             raise ValueError(f"--{flag}: the papers' settings exist for "
                              f"{', '.join(AUGMENTED_DATASETS)}, not {dataset}")
-    lam = overrides.get("test_proximal_lambda", -1.0)
-    if lam < 0 and lam != -1:
-        raise ValueError(f"--test-proximal-lambda {lam}: a lambda is >= 0 (or -1: the training "
-                         f"lambda)")
     fields.update(overrides)
     return Config(algo=algo, full_protocol=full_protocol, **fields)
 
@@ -649,6 +647,9 @@ def make_config(algo: str, full_protocol: bool = False, **overrides) -> Config:
         if overrides.get(flag) and dataset != "omniglot":
             raise ValueError(f"--{flag.replace('_', '-')} uses Omniglot's alphabets and drawers; "
                              f"{dataset} has none")
+    if overrides.get("affine") and dataset != "omniglot":
+        raise ValueError(f"--affine: Koch et al.'s distortions are for Omniglot's drawings, not "
+                         f"{dataset} (--augment has the papers' augmentation of colour images)")
     lam = overrides.get("test_proximal_lambda", -1.0)
     if lam < 0 and lam != -1:
         raise ValueError(f"--test-proximal-lambda {lam}: a lambda is >= 0 (or -1: the training "

@@ -88,6 +88,11 @@ def task_sources(config: Config, ways: int | None = None, shots: int | None = No
 
         info = {**info, "external": {"source": "meta-training classes",
                                      **check_external_classes(split.train.names, split.test.names)}}
+    if config.affine and (config.sequence_protocol or (config.algo in TRAIN_SAMPLERS
+                                                       and config.algo != "siamese")):
+        raise ValueError(f"--affine distorts N-way training episodes (or Siamese pairs); "
+                         f"{config.algo} trains on "
+                         f"{'sequences' if config.sequence_protocol else 'class or concept batches'}")
     for flag in ("within_alphabet", "paired_drawers"):
         if getattr(config, flag) and (config.sequence_protocol or config.algo in TRAIN_SAMPLERS):
             raise ValueError(f"{flag} draws N-way episodes; {config.algo} trains on "
@@ -112,7 +117,7 @@ def task_sources(config: Config, ways: int | None = None, shots: int | None = No
         where = f"split {config.split!r} {part}"
         if part == "train" and config.stream:  # gathered on the host, prefetched to the device
             if config.sequence_protocol or config.algo in TRAIN_SAMPLERS or config.within_alphabet \
-                    or config.paired_drawers:
+                    or config.paired_drawers or config.affine:
                 raise ValueError(f"--stream draws N-way episodes; {config.algo} with these "
                                  f"settings trains on other samples")
             transform = None
@@ -154,10 +159,13 @@ def task_sources(config: Config, ways: int | None = None, shots: int | None = No
 
 
 def _transformed(sample, config: Config, part: str):
-    """`sample` followed by the training augmentation (training part, `--augment`) and the
-    dataset's normalisation (`--normalize`), inside the jitted step."""
-    if not (config.normalize or (config.augment and part == "train")):
+    """`sample` followed by the training augmentation (training part: `--augment`, or Koch's
+    distortions with `--affine`) and the dataset's normalisation (`--normalize`), inside the
+    jitted step. Siamese pairs are distorted by their own sampler."""
+    affine = config.affine and part == "train" and config.algo not in TRAIN_SAMPLERS
+    if not (config.normalize or affine or (config.augment and part == "train")):
         return sample
+    from metajax.data.affine import random_affine
     from metajax.data.augment import PADDING, augment_task, normalizer
 
     norm = normalizer(config.dataset) if config.normalize else None
@@ -167,6 +175,10 @@ def _transformed(sample, config: Config, part: str):
         task = sample(k_sample, data)
         if config.augment and part == "train":
             task = augment_task(k_augment, task, PADDING[config.dataset])
+        if affine:
+            k_support, k_query = jax.random.split(k_augment)
+            task = task.replace(support_x=random_affine(k_support, task.support_x),
+                                query_x=random_affine(k_query, task.query_x))
         return norm(task) if norm is not None else task
 
     return transformed

@@ -66,3 +66,34 @@ def test_augment_is_refused_where_the_papers_have_no_setting(tmp_path, capsys):
     code = main(["train", "protonet", "--augment", "--out", str(tmp_path / "r"), "--steps", "1",
                  "--no-progress"])
     assert code == 2 and "--augment: the papers' settings exist for" in capsys.readouterr().err
+
+
+def test_affine_distorts_training_episodes_only(data_dir, omniglot28):
+    """`--affine` applies Koch et al.'s distortions to each training episode's support and query
+    images, one transformation per image, after sampling; labels, test episodes and other
+    datasets are left alone or refused."""
+    from metajax.config import make_config
+    from metajax.data.affine import random_affine
+    from metajax.experiment import task_sources
+
+    def sources(**extra):
+        return task_sources(make_config("matching", split="lake", train_ways=5, queries=2,
+                                        data_dir=str(data_dir), **extra))[0]
+
+    plain, distorted = sources(), sources(affine=True)
+    key = jax.random.PRNGKey(3)
+    task = distorted["train"].sample(key, distorted["train"].data)
+    k_sample, k_affine = jax.random.split(key)
+    base = plain["train"].sample(k_sample, plain["train"].data)
+    k_support, k_query = jax.random.split(k_affine)
+    np.testing.assert_allclose(task.support_x, random_affine(k_support, base.support_x), atol=1e-6)
+    np.testing.assert_allclose(task.query_x, random_affine(k_query, base.query_x), atol=1e-6)
+    np.testing.assert_array_equal(task.support_y, base.support_y)
+    changed = np.abs(np.asarray(task.query_x) - np.asarray(base.query_x)).max(axis=(1, 2, 3))
+    assert (changed > 0.1).sum() >= len(changed) // 2  # most images moved
+    test = [s["test"].sample(key, s["test"].data) for s in (plain, distorted)]
+    np.testing.assert_array_equal(test[0].query_x, test[1].query_x)
+    with pytest.raises(ValueError, match="distortions are for Omniglot's drawings"):
+        make_config("protonet", dataset="cifar-fs", affine=True)
+    with pytest.raises(ValueError, match="--affine distorts N-way training episodes"):
+        task_sources(make_config("finetune", split="lake", affine=True, data_dir=str(data_dir)))

@@ -22,10 +22,10 @@ def test_help_lists_the_algorithms():
 
 
 @pytest.mark.parametrize("argv, algo, flag, owner", [
-    (["train", "protonet", "--affine"], "protonet", "--affine", "siamese"),
+    (["train", "protonet", "--pairs", "4"], "protonet", "--pairs", "siamese"),
     (["train", "protonet", "--fce"], "protonet", "--fce", "matching"),
     (["train", "maml", "--memory-slots", "64"], "maml", "--memory-slots", "mann"),
-    (["train", "protonet", "--no-affine"], "protonet", "--affine", "siamese"),
+    (["train", "protonet", "--no-fce"], "protonet", "--fce", "matching"),
 ])
 def test_a_flag_of_another_algorithm_is_refused_naming_both(argv, algo, flag, owner, capsys,
                                                            tmp_path):
@@ -43,7 +43,7 @@ def test_print_config_shows_the_algorithms_own_settings_only(capsys):
     assert printed["maml"]["inner_lr"] == 0.1 and printed["train"]["meta_batch"] == 32
     names = {k for part in ("data", "train", "eval", "maml") for k in printed[part]}
     assert names == applicable("maml")
-    for other in ("fce", "affine", "memory_slots", "pairs", "concept_weight", "unroll"):
+    for other in ("fce", "memory_slots", "pairs", "concept_weight", "unroll"):
         assert other not in names
     assert main(["train", "protonet", "--print-config"]) == 0
     assert json.loads(capsys.readouterr().out)["protonet"] == {"width": 64, "backbone": "conv4"}
@@ -59,9 +59,9 @@ def test_help_of_an_algorithm_lists_its_flags_with_its_defaults(capsys):
     out = help_of("maml")
     assert "--inner-lr" in out and "--meta-batch" in out
     assert "(default: 32)" in out  # maml's meta-batch, not the base default 1
-    assert "--affine" not in out and "--memory-slots" not in out and "--fce" not in out
+    assert "--pairs" not in out and "--memory-slots" not in out and "--fce" not in out
     out = help_of("siamese")
-    assert "--affine" in out and "--inner-lr" not in out
+    assert "--pairs" in out and "--inner-lr" not in out
 
 
 def test_runs_written_with_every_field_still_load():
@@ -74,7 +74,7 @@ def test_runs_written_with_every_field_still_load():
     old = {f.name: f.default for f in dataclasses.fields(Config)
            if f.default is not dataclasses.MISSING}
     old.update(algo="protonet", full_protocol=False, train_ways=30, steps=3000,
-               lr_decay_every=1000, affine=True, inner_lr=0.4)  # affine was ignored then
+               lr_decay_every=1000, fce=True, inner_lr=0.4)  # fce was ignored then
     import tempfile
     from pathlib import Path
 
