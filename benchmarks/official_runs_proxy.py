@@ -20,6 +20,11 @@ official runs (error 9.25 %), measured outside this repository with `metajax eva
     python benchmarks/official_runs_proxy.py                      # protonet, matching, siamese, relation
     python benchmarks/official_runs_proxy.py --algos matching --out runs/lake
     python benchmarks/official_runs_proxy.py --algos protonet --steps 20 --episodes 50   # smoke test
+    python benchmarks/official_runs_proxy.py --algos matching --recipes affine   # + a recipe
+
+A recipe trains the learner again with training settings added to its defaults (`--recipes`,
+rows "ALGO (recipe)", run folders ALGO_recipe): `affine` Koch et al.'s distortions of every
+training image; `paired` within-alphabet, drawer-paired training episodes.
 """
 
 from __future__ import annotations
@@ -40,8 +45,8 @@ PAPERS = {
 GOALS = {"matching": "CI holds 90.75%, this configuration's accuracy on the official runs "
                      "(measured outside this repository)"}
 ALGOS = ("protonet", "matching", "siamese", "relation")
-RUNS = tuple(Run(algo, algo, {"ways": 20, "shots": 1, "split": "lake"},
-                 scores=(Score(SETTING, PAPERS.get(algo), GOALS.get(algo)),)) for algo in ALGOS)
+RECIPES = {"affine": {"affine": True}, "paired": {"within_alphabet": True, "paired_drawers": True}}
+BASE = {"ways": 20, "shots": 1, "split": "lake"}
 COLUMNS = {"independent drawers": "independent_drawers_accuracy",
            "15 queries": "paired_15_queries_accuracy",
            "any alphabet": "any_alphabet_20w1s_accuracy",
@@ -101,20 +106,35 @@ def proxy_score(episodes: int, seed: int, runs: str | None):
     return evaluate_proxy
 
 
+def runs_of(algos, recipes, evaluate) -> list[Run]:
+    """Each learner at its defaults, then with each recipe (rows "ALGO (recipe)")."""
+    def run(algo: str, recipe: str | None) -> Run:
+        # the goal is this configuration's own figure on the official runs: defaults only
+        goal = GOALS.get(algo) if recipe is None else None
+        return Run(algo if recipe is None else f"{algo} ({recipe})", algo,
+                   {**BASE, **RECIPES.get(recipe, {})},
+                   (Score(SETTING, PAPERS.get(algo), goal, evaluate=evaluate),))
+
+    return [run(algo, recipe) for algo in ALGOS if algo in algos for recipe in (None, *recipes)]
+
+
 def main() -> None:
     p = training_parser(__doc__, out="runs/lake", name="official_runs_proxy", episodes=1000,
                         episodes_help="episodes of the proxy and of each variant")
     p.add_argument("--algos", nargs="+", choices=ALGOS, default=list(ALGOS))
     p.add_argument("--eval-seed", type=int, default=2015, help="seed of the proxy's episodes")
     p.add_argument("--runs", help="all_runs.zip (or its folder) to score the official runs too")
+    p.add_argument("--recipes", nargs="+", choices=RECIPES, default=[],
+                   help="also train each learner with these recipes (the defaults are kept)")
     args = parse_with_allocator(p)
-    evaluate_proxy = proxy_score(args.episodes, args.eval_seed, args.runs)
-    runs = [Run(run.method, run.algo, run.overrides,
-                (Score(SETTING, PAPERS.get(run.algo), GOALS.get(run.algo),
-                       evaluate=evaluate_proxy),))
-            for run in RUNS if run.method in args.algos]
+    if "siamese" in args.algos and args.recipes:
+        p.error("the recipes change N-way training episodes; siamese trains on pairs (its "
+                "--affine is a setting of its own run)")
+    runs = runs_of(args.algos, args.recipes,
+                   proxy_score(args.episodes, args.eval_seed, args.runs))
+    order = [r for algo in ALGOS for r in (algo, *(f"{algo} ({x})" for x in RECIPES))]
     reproduce(args.name, runs, out=args.out, full_protocol=args.full_protocol,
-              progress=not args.no_progress, rescore=args.rescore, order=ALGOS, notes=NOTES,
+              progress=not args.no_progress, rescore=args.rescore, order=order, notes=NOTES,
               cli=dict(steps=args.steps, seed=args.seed), columns=COLUMNS)
 
 

@@ -310,3 +310,21 @@ def _lake_train_names(data):
     from metajax.data.omniglot import make_split
 
     return make_split(data, "lake").train.names
+
+
+def test_the_proxy_benchmark_trains_each_recipe_beside_the_defaults():
+    from conftest import load_benchmark
+
+    from metajax.config import make_config
+
+    proxy = load_benchmark("official_runs_proxy")
+    runs = proxy.runs_of(["matching"], ["affine", "paired"], evaluate=None)
+    assert [(r.method, r.run_folder) for r in runs] == [
+        ("matching", "matching"), ("matching (affine)", "matching_affine"),
+        ("matching (paired)", "matching_paired")]
+    configs = [make_config(r.algo, **r.overrides) for r in runs]
+    assert [(c.affine, c.within_alphabet, c.paired_drawers) for c in configs] == [
+        (False, False, False), (True, False, False), (False, True, True)]
+    assert all((c.ways, c.shots, c.split) == (20, 1, "lake") for c in configs)
+    # only the defaults carry the goal (that configuration's figure on the official runs)
+    assert [r.scores[0].goal is not None for r in runs] == [True, False, False]
