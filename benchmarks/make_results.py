@@ -25,7 +25,8 @@ COLUMNS = ("method", "setting", "ours", "paper", "goal", "steps", "episodes", "w
 # speed, memory and sizing measurements: their own layouts, linked
 OTHER = ("maml_speed", "maml_compile_memory", "sampling_share", "relation_speed",
          "regression_speed", "conv_impls", "suite_time", "eval_memory", "imaml_memory",
-         "streaming_share", "omniglot_drawers", "proxy_by_alphabet", "onednn_conv")
+         "streaming_share", "omniglot_drawers", "proxy_by_alphabet", "onednn_conv",
+         "step_profile")
 
 
 def _machine(m: dict | None) -> str:
