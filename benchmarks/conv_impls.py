@@ -109,17 +109,27 @@ def measure(order: int, rounds: int, meta_batch: int, variants=VARIANTS) -> list
         rows.append({"variant": label, "conv": conv, "pool": pool, "order": order,
                      "meta_batch": meta_batch, "compile_s": compile_s,
                      "xla_gflop": hlo_flops(compiled.as_text()) / 1e9, "times_s": []})
+    time_alternating(rows, steps, rounds, ratio_key="vs_first")
+    for row in rows:
+        row["min_s"] = min(row["times_s"])
+    return rows
+
+
+def time_alternating(rows: list[dict], steps: dict, rounds: int, ratio_key: str) -> None:
+    """Times `steps[row["variant"]]()` for each row in turn, `rounds` times, so that drifts in the
+    machine's speed fall on all alike; sets each row's `times_s`, `median_s` and, under
+    `ratio_key`, the median of its per-round ratios to the first row."""
+    for row in rows:
+        row["times_s"] = []
     for _ in range(rounds):
         for row in rows:
             t0 = time.perf_counter()
-            steps[row["variant"]]()
+            jax.block_until_ready(steps[row["variant"]]())
             row["times_s"].append(time.perf_counter() - t0)
     base = rows[0]["times_s"]
     for row in rows:
         row["median_s"] = statistics.median(row["times_s"])
-        row["min_s"] = min(row["times_s"])
-        row["vs_first"] = statistics.median(t / b for t, b in zip(row["times_s"], base, strict=True))
-    return rows
+        row[ratio_key] = statistics.median(t / b for t, b in zip(row["times_s"], base, strict=True))
 
 
 def main() -> None:

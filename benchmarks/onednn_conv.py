@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import ctypes
 import functools
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -35,7 +34,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from common import report
-from conv_impls import workload_a
+from conv_impls import time_alternating, workload_a
 
 from metajax.allocator import current_allocator, reexec_with_allocator
 from metajax.learners.maml import maml
@@ -183,20 +182,10 @@ def measure(order: int, rounds: int, meta_batch: int) -> list[dict]:
             jax.block_until_ready(compiled(params))  # one untimed step
             steps[label] = functools.partial(compiled, params)
             rows.append({"variant": label, "order": order, "meta_batch": meta_batch,
-                         "compile_s": compile_s, "times_s": [], "blocked": blocked})
+                         "compile_s": compile_s, "blocked": blocked})
     finally:
         layers.conv_im2col = IM2COL
-    for row in rows:
-        row["check_rel_err"] = None if row["blocked"] is None else check(onednn(row["blocked"]))
-    for _ in range(rounds):
-        for row in rows:
-            t0 = time.perf_counter()
-            jax.block_until_ready(steps[row["variant"]]())
-            row["times_s"].append(time.perf_counter() - t0)
-    for row in rows:
-        row["median_s"] = statistics.median(row["times_s"])
-        row["vs_im2col"] = statistics.median(
-            t / b for t, b in zip(row["times_s"], rows[0]["times_s"], strict=True))
+    time_alternating(rows, steps, rounds, ratio_key="vs_im2col")
     return rows
 
 
@@ -211,7 +200,9 @@ def main() -> None:
     register(build())
     t0 = time.time()
     rows = [r for order in args.orders for r in measure(order, args.rounds, args.meta_batch)]
+    checks = {blocked: check(onednn(blocked)) for _, blocked in VARIANTS if blocked is not None}
     for r in rows:
+        r["check_rel_err"] = checks.get(r["blocked"])
         if r["check_rel_err"] is not None and not r["check_rel_err"] < 1e-4:
             raise SystemExit(f"{r['variant']}: gradients differ from im2col's "
                              f"({r['check_rel_err']:.1e})")
