@@ -650,6 +650,9 @@ def make_config(algo: str, full_protocol: bool = False, **overrides) -> Config:
     if overrides.get("affine") and dataset != "omniglot":
         raise ValueError(f"--affine: Koch et al.'s distortions are for Omniglot's drawings, not "
                          f"{dataset} (--augment has the papers' augmentation of colour images)")
+    for name in ("meta_batch", "val_episodes", "eval_episodes"):
+        if name in overrides and overrides[name] < 1:
+            raise ValueError(f"--{name.replace('_', '-')} {overrides[name]}: must be >= 1")
     lam = overrides.get("test_proximal_lambda", -1.0)
     if lam < 0 and lam != -1:
         raise ValueError(f"--test-proximal-lambda {lam}: a lambda is >= 0 (or -1: the training "

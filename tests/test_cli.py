@@ -35,6 +35,13 @@ def test_a_flag_of_another_algorithm_is_refused_naming_both(argv, algo, flag, ow
     assert not (tmp_path / "run").exists()  # refused before anything ran
 
 
+@pytest.mark.parametrize("flag", ["--eval-episodes", "--val-episodes", "--meta-batch"])
+def test_a_count_below_one_is_refused_before_training(flag, capsys, tmp_path):
+    assert main(["train", "protonet", flag, "0", "--out", str(tmp_path / "run")]) == 2
+    assert f"{flag} 0: must be >= 1" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
 def test_print_config_shows_the_algorithms_own_settings_only(capsys):
     from metajax.config import applicable
 
