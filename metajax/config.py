@@ -134,6 +134,10 @@ class ImamlConfig(MamlConfig):
     test_proximal_lambda: float = setting(-1.0, "lambda at evaluation (-1: the training lambda; "
                                           "0: plain gradient descent from the meta-parameters, "
                                           "as the authors evaluate)")
+    pull_back: bool = setting(False, "adapt as the authors' code: the inner steps descend the "
+                              "support loss alone, one step of the proximal term pulls back "
+                              "towards the meta-parameters, and the meta-gradient solves "
+                              "((1 + d) I + H/(lambda + 10))")
 
 
 @dataclass(frozen=True)

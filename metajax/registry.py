@@ -119,7 +119,9 @@ def _imaml(config: Config, ways: int, shots: int, phase: str = "train") -> Learn
         return maml(network, config.inner_lr, _steps(config, phase), first_order=True, loss=loss)
     lam = config.proximal_lambda if phase == "train" else test_lam
     return imaml(network, config.inner_lr, _steps(config, phase), lam=lam,
-                 cg_steps=config.cg_steps, cg_damping=config.cg_damping, loss=loss)
+                 cg_steps=config.cg_steps, cg_damping=config.cg_damping,
+                 pull_back=config.pull_back, system_lam=lam + 10 if config.pull_back else None,
+                 loss=loss)
 
 
 def _r2d2(config: Config, ways: int, shots: int, phase: str = "train") -> Learner:

@@ -25,7 +25,8 @@ from metajax.types import Learner, PRNGKey, Task, Variables
 
 
 def imaml(network: nn.Module, inner_lr: float = 0.1, steps: int = 10, *, lam: float = 2.0,
-          cg_steps: int = 5, cg_damping: float = 0.0, loss: LossName = "xent",
+          cg_steps: int = 5, cg_damping: float = 0.0, pull_back: bool = False,
+          system_lam: float | None = None, loss: LossName = "xent",
           running_average: bool = False) -> Learner:
     """iMAML with gradient descent as the inner solver (the paper's iMAML-GD).
 
@@ -39,6 +40,13 @@ def imaml(network: nn.Module, inner_lr: float = 0.1, steps: int = 10, *, lam: fl
       cg_damping: solve `((1 + cg_damping) I + H/lam) w = g` instead of the exact system (the
         authors' damping; it makes the system better conditioned and the gradient more
         first-order).
+      pull_back: adapt as the authors' code does instead of solving the proximal problem: the
+        `steps` gradient steps descend the support loss alone, then one step of size `inner_lr`
+        on the proximal term pulls `phi` back towards `theta`
+        (`phi - inner_lr * lam * (phi - theta)`). `phi` is then not the proximal solution, so
+        the implicit meta-gradient is an approximation (near first order with their damping).
+      system_lam: the lambda of the meta-gradient's linear system, `((1 + cg_damping) I +
+        H/system_lam)` (default `lam`; the authors' code uses `lam + 10`).
       loss: `"xent"` or `"mse"`.
       running_average: score the query set with `train=False`, as in `maml`.
 
@@ -50,6 +58,9 @@ def imaml(network: nn.Module, inner_lr: float = 0.1, steps: int = 10, *, lam: fl
     """
     if lam <= 0:
         raise ValueError(f"imaml's lam must be positive, got {lam}")
+    system_lam = lam if system_lam is None else system_lam
+    if system_lam <= 0:
+        raise ValueError(f"imaml's system_lam must be positive, got {system_lam}")
     net = _network(network)
     task_loss = objective(loss)
 
@@ -60,25 +71,31 @@ def imaml(network: nn.Module, inner_lr: float = 0.1, steps: int = 10, *, lam: fl
         out, state = net.apply(merge_variables(phi, state), x, key=key, train=True)
         return task_loss(out, y)[0], state
 
-    def proximal_and_state(phi, theta, state, key, x, y):
+    def proximal_and_state(phi, theta, state, key, x, y, weight=lam):
         value, state = support_loss(phi, state, key, x, y)
-        return value + 0.5 * lam * optax.tree.norm(optax.tree.sub(phi, theta), squared=True), state
+        return value + 0.5 * weight * optax.tree.norm(optax.tree.sub(phi, theta),
+                                                       squared=True), state
 
-    def proximal(phi, theta, state, key, x, y):
-        return proximal_and_state(phi, theta, state, key, x, y)[0]
+    def system(phi, theta, state, key, x, y):
+        # the objective whose Hessian (H + system_lam I) the backward pass solves with
+        return proximal_and_state(phi, theta, state, key, x, y, system_lam)[0]
 
     def solve(theta, state, key, x, y):
+        weight = 0.0 if pull_back else lam
+
         def step(carry, _):
             phi, s = carry
             (_, new_s), grads = jax.value_and_grad(
-                lambda p: proximal_and_state(p, theta, s, key, x, y), has_aux=True)(phi)
+                lambda p: proximal_and_state(p, theta, s, key, x, y, weight), has_aux=True)(phi)
             return (sgd_step(phi, grads, inner_lr), same_dtypes(new_s, s)), None
 
         (phi, state), _ = jax.lax.scan(step, (theta, state), None, length=steps)
+        if pull_back:
+            phi = jax.tree.map(lambda p, t: p - inner_lr * lam * (p - t), phi, theta)
         return phi, state
 
-    minimize = implicit_argmin(proximal, solve, has_aux=True, maxiter=cg_steps,
-                               ridge=cg_damping * lam)
+    minimize = implicit_argmin(system, solve, has_aux=True, maxiter=cg_steps,
+                               ridge=cg_damping * system_lam)
 
     def adapt(variables: Variables, task: Task, key: PRNGKey | None) -> Variables:
         params, state = split_variables(variables)
