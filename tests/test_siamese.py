@@ -79,6 +79,18 @@ def test_affine_identity_and_shift():
     assert not np.allclose(out, batch)
 
 
+def test_affine_matrix_maps_a_pixel_where_it_says():
+    """out = A @ in + t in centred coordinates (the centre of 15 x 15 is pixel 7), for matrices
+    that are not symmetric, so a transposed or wrong inverse moves the pixel elsewhere."""
+    def bright(row, col):
+        return jnp.zeros((15, 15, 1)).at[7 + row, 7 + col, 0].set(1.0)
+
+    shear = warp(bright(2, 5), jnp.array([[1.0, 1.0], [0.0, 1.0]]), jnp.zeros(2))
+    np.testing.assert_allclose(shear, bright(7, 5), atol=1e-6)  # (2, 5) -> (2 + 5, 5)
+    turn = warp(bright(2, 1), jnp.array([[0.0, -2.0], [1.0, 0.0]]), jnp.array([0.0, 4.0]))
+    assert float(turn[7 - 2, 7 + 6, 0]) == pytest.approx(1.0)  # (2, 1) -> (-2, 2) + (0, 4)
+
+
 def test_koch_twin_has_the_papers_parameter_count():
     net = SiameseNet(KochEmbedding())
     x = jnp.zeros((2, 105, 105, 1))
