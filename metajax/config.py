@@ -657,6 +657,9 @@ def make_config(algo: str, full_protocol: bool = False, **overrides) -> Config:
     for name in ("meta_batch", "val_episodes", "eval_episodes"):
         if name in overrides and overrides[name] < 1:
             raise ValueError(f"--{name.replace('_', '-')} {overrides[name]}: must be >= 1")
+    if overrides.get("proximal_lambda", 1.0) <= 0:
+        raise ValueError(f"--proximal-lambda {overrides['proximal_lambda']}: iMAML's proximal "
+                         f"lambda must be > 0")
     lam = overrides.get("test_proximal_lambda", -1.0)
     if lam < 0 and lam != -1:
         raise ValueError(f"--test-proximal-lambda {lam}: a lambda is >= 0 (or -1: the training "

@@ -260,3 +260,5 @@ def test_the_registry_evaluates_imaml_on_its_training_problem_unless_told():
     assert np.abs(default - plain).max() > 1e-3 * np.abs(plain).max()
     with pytest.raises(ValueError, match="a lambda is >= 0"):
         make_config("imaml", test_proximal_lambda=-0.5)
+    with pytest.raises(ValueError, match="--proximal-lambda 0"):
+        make_config("imaml", proximal_lambda=0.0)
