@@ -28,6 +28,10 @@ from metajax.training.sharding import (
 )
 from metajax.types import Learner, Metrics, OptState, Params, SampleFn, Task
 
+# Steps dispatched ahead of the last finished one: enough to hide the host's dispatch time, few
+# enough that the progress bar and its rate follow the computation instead of running ahead of it
+STEPS_IN_FLIGHT = 2
+
 
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite; the last good checkpoint is kept."""
@@ -436,6 +440,8 @@ def run_loop(step_fn: Callable[[Any, Any], tuple[Any, Metrics]], state: Any, dat
                 timed_steps += 1
             done = step + 1
             pending.append((done, metrics))
+            if len(pending) > STEPS_IN_FLIGHT:  # the bar counts finished steps, give or take these
+                jax.block_until_ready(pending[-STEPS_IN_FLIGHT - 1][1])
             log_now = done % log_every == 0 or done == steps
             validate_now = (validate is not None and val_every
                             and (done % val_every == 0 or done == steps))
