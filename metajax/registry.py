@@ -39,6 +39,7 @@ from metajax.learners import (
     sequence_learner,
     siamese,
 )
+from metajax.learners.imaml import AUTHORS_SYSTEM_OFFSET
 from metajax.nets import MLP, ConceptResNet, Conv4, ResNet12
 from metajax.nets.blackbox import SNAIL, LSTMBlackBox, MeanEmbeddingBlackBox
 from metajax.nets.mann import FeedForwardCell, LSTMCell, MANNCell
@@ -120,8 +121,8 @@ def _imaml(config: Config, ways: int, shots: int, phase: str = "train") -> Learn
     lam = config.proximal_lambda if phase == "train" else test_lam
     return imaml(network, config.inner_lr, _steps(config, phase), lam=lam,
                  cg_steps=config.cg_steps, cg_damping=config.cg_damping,
-                 pull_back=config.pull_back, system_lam=lam + 10 if config.pull_back else None,
-                 loss=loss)
+                 pull_back=config.pull_back,
+                 system_lam=lam + AUTHORS_SYSTEM_OFFSET if config.pull_back else None, loss=loss)
 
 
 def _r2d2(config: Config, ways: int, shots: int, phase: str = "train") -> Learner:

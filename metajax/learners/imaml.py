@@ -23,6 +23,9 @@ from metajax.learners.maml import LossName, _network, _supervised_learner, objec
 from metajax.nets.network import merge_variables, same_dtypes, split_variables
 from metajax.types import Learner, PRNGKey, Task, Variables
 
+# the authors' code solves its meta-gradient's system with lambda + 10 (`lam_damping`)
+AUTHORS_SYSTEM_OFFSET = 10.0
+
 
 def imaml(network: nn.Module, inner_lr: float = 0.1, steps: int = 10, *, lam: float = 2.0,
           cg_steps: int = 5, cg_damping: float = 0.0, pull_back: bool = False,
@@ -46,7 +49,7 @@ def imaml(network: nn.Module, inner_lr: float = 0.1, steps: int = 10, *, lam: fl
         (`phi - inner_lr * lam * (phi - theta)`). `phi` is then not the proximal solution, so
         the implicit meta-gradient is an approximation (near first order with their damping).
       system_lam: the lambda of the meta-gradient's linear system, `((1 + cg_damping) I +
-        H/system_lam)` (default `lam`; the authors' code uses `lam + 10`).
+        H/system_lam)` (default `lam`; the authors' code uses `lam + AUTHORS_SYSTEM_OFFSET`).
       loss: `"xent"` or `"mse"`.
       running_average: score the query set with `train=False`, as in `maml`.
 
@@ -81,12 +84,14 @@ def imaml(network: nn.Module, inner_lr: float = 0.1, steps: int = 10, *, lam: fl
         return proximal_and_state(phi, theta, state, key, x, y, system_lam)[0]
 
     def solve(theta, state, key, x, y):
-        weight = 0.0 if pull_back else lam
+        def inner_objective(p, s):  # with pull_back the steps descend the support loss alone
+            if pull_back:
+                return support_loss(p, s, key, x, y)
+            return proximal_and_state(p, theta, s, key, x, y)
 
         def step(carry, _):
             phi, s = carry
-            (_, new_s), grads = jax.value_and_grad(
-                lambda p: proximal_and_state(p, theta, s, key, x, y, weight), has_aux=True)(phi)
+            (_, new_s), grads = jax.value_and_grad(inner_objective, has_aux=True)(phi, s)
             return (sgd_step(phi, grads, inner_lr), same_dtypes(new_s, s)), None
 
         (phi, state), _ = jax.lax.scan(step, (theta, state), None, length=steps)
